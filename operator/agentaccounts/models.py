@@ -1,0 +1,168 @@
+"""Typed views of the three custom resources, parsed once at the edge.
+
+Handlers receive raw dicts from the API server; everything below `reconcile` works on these models.
+The CRD schema (crds/) already rejects malformed objects at `kubectl apply`; these models repeat the
+checks that matter so that an object written before a schema change, or by a client that skipped
+validation, fails with a clear `InvalidSpec` instead of a KeyError deep inside a provider.
+Field names follow Python; aliases follow the CRDs (camelCase).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+
+_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d))+$")
+_PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Go-style duration with days: "45s", "30m", "1h30m", "2d", "0s". No sign, no fractions."""
+    if not isinstance(text, str) or not _DURATION.match(text):
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d), e.g. 30m or 1h30m")
+    return timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in _PART.findall(text)))
+
+
+def format_duration(value: timedelta) -> str:
+    """Inverse of parse_duration for whole seconds: 5400s -> "1h30m"; 0 -> "0s"."""
+    seconds = int(value.total_seconds())
+    if seconds == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            out.append(f"{count}{unit}")
+    return "".join(out)
+
+
+def _to_duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_to_duration), PlainSerializer(format_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
+
+
+class ProviderRef(_Model):
+    kind: Literal["AccountProvider", "ClusterAccountProvider"] = "AccountProvider"
+    name: str = Field(min_length=1)
+
+
+class Scope(_Model):
+    """Permissions granted on resources; the grammar of both is the provider's (see the CRD docs)."""
+
+    permissions: list[str] = Field(min_length=1)
+    resources: list[str] = Field(default_factory=list)
+
+
+class AgentAccountSpec(_Model):
+    provider_ref: ProviderRef = Field(alias="providerRef")
+    lifetime: Duration | None = None
+    scopes: list[Scope] = Field(min_length=1)
+    secret_name: str | None = Field(default=None, alias="secretName")
+    keep_expired_for: Duration = Field(default=timedelta(hours=1), alias="keepExpiredFor")
+
+
+class AccountRef(_Model):
+    """The provider-side identity. Never a secret: it is written to status."""
+
+    kind: str
+    name: str = ""
+    namespace: str = ""
+    id: str = ""
+
+
+Phase = Literal["Pending", "Ready", "Expired", "Failed"]
+
+
+class AgentAccountStatus(_Model):
+    phase: Phase | None = None
+    provider: str | None = None
+    issued_at: datetime | None = Field(default=None, alias="issuedAt")
+    expires_at: datetime | None = Field(default=None, alias="expiresAt")
+    revoked_at: datetime | None = Field(default=None, alias="revokedAt")
+    secret_name: str | None = Field(default=None, alias="secretName")
+    account_ref: AccountRef | None = Field(default=None, alias="accountRef")
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+
+
+class AgentAccount(_Model):
+    """An AgentAccount as the reconciler sees it: identity, spec and status."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int = 1
+    spec: AgentAccountSpec
+    status: AgentAccountStatus = AgentAccountStatus()
+
+    @property
+    def secret_name(self) -> str:
+        return self.spec.secret_name or f"{self.name}-credentials"
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> AgentAccount:
+        meta = body.get("metadata", {})
+        return cls.model_validate(
+            {
+                "namespace": meta.get("namespace", ""),
+                "name": meta.get("name", ""),
+                "uid": meta.get("uid", ""),
+                "generation": meta.get("generation", 1),
+                "spec": body.get("spec", {}),
+                "status": body.get("status") or {},
+            }
+        )
+
+
+class KubernetesBlock(_Model):
+    server: str | None = None
+
+
+class SecretKeyRef(_Model):
+    namespace: str | None = None
+    name: str
+    key: str = "token"
+
+
+class CloudflareBlock(_Model):
+    account_id: str | None = Field(default=None, alias="accountId")
+    mode: Literal["token", "temporaryAccount"] = "token"
+    api_token_secret_ref: SecretKeyRef | None = Field(default=None, alias="apiTokenSecretRef")
+    api_base_url: str = Field(default="https://api.cloudflare.com/client/v4", alias="apiBaseURL")
+
+
+class ProviderSpec(_Model):
+    """AccountProvider / ClusterAccountProvider spec: exactly one provider block plus lifetime limits."""
+
+    max_lifetime: Duration = Field(default=timedelta(hours=24), alias="maxLifetime")
+    default_lifetime: Duration = Field(default=timedelta(hours=1), alias="defaultLifetime")
+    kubernetes: KubernetesBlock | None = None
+    cloudflare: CloudflareBlock | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_block(self) -> ProviderSpec:
+        if (self.kubernetes is None) == (self.cloudflare is None):
+            raise ValueError("exactly one provider block must be set (kubernetes or cloudflare)")
+        return self
+
+    @property
+    def type(self) -> str:
+        return "kubernetes" if self.kubernetes is not None else "cloudflare"
+
+
+class Provider(_Model):
+    """A resolved provider object: where it lives (namespace "" for cluster-scoped) and its spec."""
+
+    kind: str
+    namespace: str = ""
+    name: str
+    spec: ProviderSpec
