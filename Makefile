@@ -1,0 +1,48 @@
+# agentaccounts — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+export GOTOOLCHAIN := local
+export PYTHONPATH := tests
+KUBECONFIG_LOCAL := $(CURDIR)/.local/kubeconfig
+
+.PHONY: help venv binaries cluster cluster-down demo test unit lint bench
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+venv: .venv/.installed  ## create .venv with the package and test tools
+
+.venv/.installed: pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[test]'
+	touch $@
+
+binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager from the Go module proxy (cached)
+	$(PY) tests/cluster/build.py
+
+cluster: binaries  ## start the local control plane; writes .local/kubeconfig
+	$(PY) -m cluster.launcher up --dir .local
+
+cluster-down:  ## stop the local control plane started by `make cluster`
+	$(PY) -m cluster.launcher down --dir .local
+
+demo: cluster  ## walk through an AgentAccount's whole life on the local control plane
+	kubectl --kubeconfig $(KUBECONFIG_LOCAL) apply --server-side -f crds/
+	KUBECONFIG=$(KUBECONFIG_LOCAL) .venv/bin/agentaccounts demo
+
+lint: venv  ## ruff, mypy (strict) and the import-layering contracts
+	.venv/bin/ruff check operator tests
+	.venv/bin/ruff format --check operator tests
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+unit: venv  ## unit tests only (no cluster)
+	.venv/bin/pytest tests/unit -q
+
+test: binaries  ## the whole suite: lint, unit, integration, e2e (starts its own control plane)
+	$(MAKE) lint
+	.venv/bin/pytest -q
+
+bench: binaries  ## benchmarks; results in tests/bench/results/
+	.venv/bin/pytest tests/bench -q -s

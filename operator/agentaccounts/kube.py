@@ -1,0 +1,222 @@
+"""The only module that uses the `kubernetes` client: a small async adapter over what we need.
+
+The official client is synchronous; every call runs in a worker thread (`asyncio.to_thread`) so the
+event loop kopf shares with the reconcilers never blocks on the network. Everything returns plain dicts
+(`sanitize_for_serialization`), so the rest of the package never sees client model classes, and only
+three outcomes of an API error matter above this line: 404 (None / success), 409 (`AlreadyExists` /
+`Conflict`) and everything else (`KubeApiError`, retried by kopf with backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
+PLURALS = {"AgentAccount": "agentaccounts", "AccountProvider": "accountproviders",
+           "ClusterAccountProvider": "clusteraccountproviders"}
+DISCOVERY_TTL = 30.0  # seconds: new CRDs become grantable within this, without flooding discovery
+
+
+class KubeApiError(Exception):
+    """An API call failed for a reason other than 404/409. `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AlreadyExists(KubeApiError):
+    """409 on create."""
+
+
+class Conflict(KubeApiError):
+    """409 on update (resourceVersion mismatch)."""
+
+
+def _error(exc: ApiException, what: str) -> KubeApiError:
+    reason = exc.reason or "error"
+    if exc.status == 409:
+        kind = AlreadyExists if "AlreadyExists" in (exc.body or "") else Conflict
+        return kind(f"{what}: {reason}", 409)
+    # The body is the API server's Status object: safe (no request echo), useful (the message).
+    return KubeApiError(f"{what}: HTTP {exc.status} {reason}", exc.status or 0)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    api: str  # attribute of the client module
+    noun: str  # the client's method suffix
+
+
+_KINDS = {
+    "ServiceAccount": _Kind("CoreV1Api", "namespaced_service_account"),
+    "Secret": _Kind("CoreV1Api", "namespaced_secret"),
+    "ConfigMap": _Kind("CoreV1Api", "namespaced_config_map"),
+    "Role": _Kind("RbacAuthorizationV1Api", "namespaced_role"),
+    "RoleBinding": _Kind("RbacAuthorizationV1Api", "namespaced_role_binding"),
+    "Lease": _Kind("CoordinationV1Api", "namespaced_lease"),
+}
+
+
+class Kube:
+    """Async access to the API server for one set of credentials."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self._discovery: tuple[float, dict[str, set[str]]] | None = None
+        self._discovery_lock = asyncio.Lock()
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """From a kubeconfig file (or $KUBECONFIG / ~/.kube/config), else in-cluster credentials."""
+        try:
+            return cls(config.new_client_from_config(config_file=kubeconfig))
+        except config.ConfigException:
+            if kubeconfig:
+                raise
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        return cls(client.ApiClient(configuration))
+
+    def close(self) -> None:
+        self.api_client.close()
+
+    @property
+    def server(self) -> str:
+        return str(self.api_client.configuration.host)
+
+    def ca_pem(self) -> str:
+        """The CA bundle this client trusts (as PEM), for kubeconfigs pointing at the same server."""
+        path = self.api_client.configuration.ssl_ca_cert
+        if not path:
+            return ""
+        with open(path, encoding="ascii") as handle:
+            return handle.read()
+
+    async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await asyncio.to_thread(fn, *args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _error(exc, what) from None  # the client's exception repr includes request headers
+        return self.api_client.sanitize_for_serialization(result)
+
+    def _method(self, verb: str, kind: str) -> Any:
+        spec = _KINDS[kind]
+        return getattr(getattr(client, spec.api)(self.api_client), f"{verb}_{spec.noun}")
+
+    # -- built-in objects -----------------------------------------------------------------------
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._call(f"get {kind} {namespace}/{name}", self._method("read", kind), name, namespace)  # type: ignore[no-any-return]
+
+    async def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = await self._call(f"list {kind} in {namespace}", self._method("list", kind), namespace,
+                                  label_selector=selector)
+        return list((result or {}).get("items", []))
+
+    async def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return await self._call(f"create {kind} {namespace}/{name}", self._method("create", kind), namespace, body)  # type: ignore[no-any-return]
+
+    async def replace(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return await self._call(f"replace {kind} {namespace}/{name}", self._method("replace", kind), name,  # type: ignore[no-any-return]
+                                namespace, body)
+
+    async def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete; True if it existed. With `uid`, only that incarnation (a precondition)."""
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None,
+                                         propagation_policy="Background")
+        try:
+            result = await self._call(f"delete {kind} {namespace}/{name}", self._method("delete", kind), name,
+                                      namespace, body=options)
+        except Conflict:  # precondition failed: a newer object with that name is not ours to delete
+            return False
+        return result is not None
+
+    async def request_token(self, namespace: str, service_account: str, seconds: int,
+                            bound_secret: tuple[str, str] | None = None) -> tuple[str, str]:
+        """TokenRequest API: (token, expirationTimestamp). Bound to a Secret, if given, as well."""
+        bound = None
+        if bound_secret:
+            bound = client.V1BoundObjectReference(api_version="v1", kind="Secret", name=bound_secret[0],
+                                                  uid=bound_secret[1])
+        body = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds, bound_object_ref=bound))
+        core = client.CoreV1Api(self.api_client)
+        result = await self._call(f"create token for {namespace}/{service_account}",
+                                  core.create_namespaced_service_account_token, service_account, namespace, body)
+        if result is None:
+            raise KubeApiError(f"ServiceAccount {namespace}/{service_account} vanished", 404)
+        return result["status"]["token"], result["status"]["expirationTimestamp"]
+
+    # -- our custom resources -------------------------------------------------------------------
+    def _custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api_client)
+
+    async def get_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        api, plural = self._custom(), PLURALS[kind]
+        if namespace:
+            return await self._call(f"get {kind} {namespace}/{name}", api.get_namespaced_custom_object,  # type: ignore[no-any-return]
+                                    GROUP, VERSION, namespace, plural, name)
+        return await self._call(f"get {kind} {name}", api.get_cluster_custom_object, GROUP, VERSION, plural, name)  # type: ignore[no-any-return]
+
+    async def list_custom(self, kind: str) -> list[dict[str, Any]]:
+        api = self._custom()
+        result = await self._call(f"list {kind}", api.list_cluster_custom_object, GROUP, VERSION, PLURALS[kind])
+        return list((result or {}).get("items", []))
+
+    async def patch_account_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """JSON merge patch of the status subresource (None values remove fields)."""
+        api = self._custom()
+        await self._call(f"patch status of AgentAccount {namespace}/{name}",
+                         api.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
+                         "agentaccounts", name, {"status": status})
+
+    async def delete_account(self, namespace: str, name: str, uid: str) -> None:
+        api = self._custom()
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        try:
+            await self._call(f"delete AgentAccount {namespace}/{name}", api.delete_namespaced_custom_object,
+                             GROUP, VERSION, namespace, "agentaccounts", name, body=options)
+        except Conflict:
+            pass  # a newer AgentAccount with the same name: not the one whose record expired
+
+    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
+        secret = await self.get("Secret", namespace, name)
+        value = ((secret or {}).get("data") or {}).get(key)
+        return base64.b64decode(value).decode() if value else None
+
+    # -- discovery ------------------------------------------------------------------------------
+    async def served_resources(self) -> dict[str, set[str]]:
+        """{api group ("" = core): {plural resource names, including subresources like pods/log}}."""
+        async with self._discovery_lock:
+            if self._discovery and time.monotonic() - self._discovery[0] < DISCOVERY_TTL:
+                return self._discovery[1]
+            served = await asyncio.to_thread(self._discover)
+            self._discovery = (time.monotonic(), served)
+            return served
+
+    def _discover(self) -> dict[str, set[str]]:
+        def get(path: str) -> Any:
+            return self.api_client.call_api(path, "GET", response_type="object", auth_settings=["BearerToken"],
+                                            _return_http_data_only=True)
+
+        served: dict[str, set[str]] = {"": {r["name"] for r in get("/api/v1")["resources"]}}
+        for group in get("/apis")["groups"]:
+            names: set[str] = set()
+            for version in group["versions"]:
+                try:
+                    names |= {r["name"] for r in get(f"/apis/{version['groupVersion']}")["resources"]}
+                except ApiException:  # an unavailable aggregated API must not hide the others
+                    continue
+            served[group["name"]] = names
+        return served

@@ -1,0 +1,127 @@
+"""The Cloudflare provider: scoped, expiring account API tokens, or whole temporary accounts.
+
+Thin on purpose. The work lives in siblings, each with one reason to exist:
+
+    cloudflare_budget.py   one request budget per parent token, shared by the whole process
+    cloudflare_api.py      httpx calls, retries, and the ONE translation of Cloudflare errors
+    cloudflare_scopes.py   the scope/resource grammar -> token policies; R2 credentials (pure)
+    cloudflare_tokens.py   mode `token`: create / update / revoke / sweep account-owned tokens
+    cloudflare_preview.py  mode `temporaryAccount`: proof of work and temporary accounts
+
+How the reconciler builds one. Building is cheap; what must be shared lives in two process-wide
+objects made once (e.g. in `Deps.shared`):
+
+    budgets = BudgetRegistry(settings.cloudflare_budget, settings.cloudflare_window_seconds)
+    catalogs = CatalogCache(CATALOG_TTL, now)
+    provider = CloudflareProvider.create(
+        block, parent_token, deps.http, budgets.for_token(parent_token), now=now, catalogs=catalogs
+    )
+
+`parent_token` is the token VALUE read from `block.apiTokenSecretRef` (None in temporaryAccount mode).
+It is only ever sent in the Authorization header: never logged, never in an exception message, and the
+budget registry keys on its SHA-256.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import httpx
+
+from agentaccounts.errors import InvalidSpec
+from agentaccounts.models import AccountRef, CloudflareBlock
+from agentaccounts.providers.base import Issued, IssueRequest, Provider, Recorder
+from agentaccounts.providers.cloudflare_api import CloudflareAPI, RetryPolicy
+from agentaccounts.providers.cloudflare_budget import RequestBudget
+from agentaccounts.providers.cloudflare_preview import PreviewFlow
+from agentaccounts.providers.cloudflare_tokens import CatalogCache, TokenFlow
+
+log = logging.getLogger(__name__)
+
+# Permission groups change rarely: resolve names to IDs at most every 10 minutes per provider.
+CATALOG_TTL = timedelta(minutes=10)
+ORPHAN_MIN_AGE = timedelta(minutes=10)  # see TokenFlow.sweep_orphans
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Flow(Protocol):
+    async def validate(self, request: IssueRequest) -> None: ...
+    async def issue(self, request: IssueRequest, record: Recorder) -> Issued: ...
+    async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None: ...
+
+
+class CloudflareProvider:
+    """A configured Cloudflare provider; satisfies `agentaccounts.providers.base.Provider`."""
+
+    type = "cloudflare"
+
+    def __init__(self, flow: TokenFlow | PreviewFlow, mode: str) -> None:
+        self._flow: _Flow = flow
+        self._tokens = flow if isinstance(flow, TokenFlow) else None
+        self.mode = mode
+
+    @classmethod
+    def create(
+        cls,
+        block: CloudflareBlock,
+        parent_token: str | None,
+        client: httpx.AsyncClient,
+        budget: RequestBudget,
+        *,
+        now: Callable[[], datetime] = utcnow,
+        retry: RetryPolicy | None = None,
+        catalogs: CatalogCache | None = None,
+    ) -> CloudflareProvider:
+        """Build from the provider's `cloudflare` block; InvalidSpec if mode `token` lacks what it needs.
+
+        `client` is shared and owned by the caller (it closes it); `now` must return an aware UTC time.
+        `budget` and `catalogs` should be process-wide (see the module docstring); without `catalogs`
+        this provider caches permission groups on its own.
+        """
+        if block.mode == "temporaryAccount":
+            # No parent token: temporary-account calls are unauthenticated.
+            api = CloudflareAPI(client, block.api_base_url, None, budget, retry)
+            return cls(PreviewFlow(api, now), block.mode)
+        if not block.account_id:
+            raise InvalidSpec("cloudflare mode token needs accountId (the account that owns the tokens)")
+        if not parent_token or not parent_token.strip():
+            raise InvalidSpec(
+                "cloudflare mode token needs a parent API token; the apiTokenSecretRef key is empty"
+            )
+        api = CloudflareAPI(client, block.api_base_url, parent_token.strip(), budget, retry)
+        catalogs = catalogs or CatalogCache(CATALOG_TTL, now)
+        return cls(TokenFlow(api, block.account_id, now, catalogs), block.mode)
+
+    async def validate(self, request: IssueRequest) -> None:
+        """Token mode: every permission group exists and fits its resources. Temporary: lifetime ≤ 60 min."""
+        await self._flow.validate(request)
+
+    async def issue(self, request: IssueRequest, record: Recorder) -> Issued:
+        return await self._flow.issue(request, record)
+
+    async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
+        await self._flow.revoke(request, ref)
+
+    async def sweep_orphans(self, live_uids: set[str], *, min_age: timedelta = ORPHAN_MIN_AGE) -> list[str]:
+        """Delete tokens named `agentaccounts/...` whose uid is not in `live_uids`; return what was deleted.
+
+        Tokens younger than `min_age` are spared (an account created after `live_uids` was computed).
+        Assumes one operator installation per Cloudflare account: another installation's tokens look
+        like orphans here. Temporary accounts have nothing to sweep (Cloudflare deletes them).
+        """
+        if self._tokens is None:
+            return []
+        deleted = await self._tokens.sweep_orphans(live_uids, min_age)
+        if deleted:
+            log.info("Swept %d orphaned Cloudflare token(s)", len(deleted))
+        return deleted
+
+
+def _conforms(provider: CloudflareProvider) -> Provider:
+    return provider  # mypy checks that CloudflareProvider satisfies the Provider protocol

@@ -1,0 +1,197 @@
+"""Mode `token`: one account-owned Cloudflare API token per AgentAccount, found again by its name.
+
+Every token is named `agentaccounts/<namespace>/<name>/<uid>` (shortened to Cloudflare's 120 characters
+by trimming namespace and name, never the uid), so a token can always be tied to its AgentAccount and
+the orphan sweep can tell ours from everyone else's.
+
+Idempotency, in the order `issue` checks:
+1. status recorded a token id and Cloudflare still has it: update it in place (PUT policies and
+   expires_on, so lifetime edits move the expiry); the value cannot be read back, so the Secret keeps
+   its data (`secret_data=None`).
+2. Otherwise, tokens with exactly our name but no recorded id are leftovers of a crash between create
+   and record (or of a create whose answer was lost). Their value is unrecoverable, so adopting them
+   is impossible: they are deleted and a fresh token is created. Deleting is safe because the name
+   carries this account's uid: nobody else's token is touched.
+3. Create, and `record()` the id at once.
+That costs a paginated list (up to 500 tokens / 50 per page = 10 requests) per fresh token; reissues
+of a recorded token cost a GET and a PUT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agentaccounts.errors import InvalidSpec, ObjectConflict
+from agentaccounts.models import AccountRef
+from agentaccounts.providers.base import Issued, IssueRequest, Recorder
+from agentaccounts.providers.cloudflare_api import CloudflareAPI, pick
+from agentaccounts.providers.cloudflare_scopes import (
+    Catalog,
+    build_policies,
+    catalog_from_api,
+    r2_credentials,
+    r2_jurisdictions,
+)
+
+log = logging.getLogger(__name__)
+
+KIND = "CloudflareAPIToken"
+PREFIX = "agentaccounts/"
+MAX_NAME = 120  # Cloudflare's limit on token names
+
+
+def token_name(namespace: str, name: str, uid: str) -> str:
+    """`agentaccounts/<namespace>/<name>/<uid>`, at most 120 chars; namespace and name shrink, uid stays."""
+    full = f"{PREFIX}{namespace}/{name}/{uid}"
+    if len(full) <= MAX_NAME:
+        return full
+    room = MAX_NAME - len(PREFIX) - len(uid) - 2
+    if room < 2:
+        raise InvalidSpec(f"uid {uid!r} is too long for a Cloudflare token name")
+    ns_room = min(len(namespace), max(room // 2, room - len(name)))
+    return f"{PREFIX}{namespace[:ns_room]}/{name[: room - ns_room]}/{uid}"
+
+
+def uid_from_name(name: str) -> str | None:
+    """The uid of a token we named, or None for any other token."""
+    parts = name.split("/")
+    if len(parts) == 4 and f"{parts[0]}/" == PREFIX and all(parts[1:]):
+        return parts[3]
+    return None
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, whole seconds (rounded down: never later than asked), `Z` suffix; naive means UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    catalog: Catalog
+    fetched_at: datetime
+
+
+class CatalogCache:
+    """Permission groups per (API base URL, account id), shared by every provider in the process.
+
+    Names resolve to IDs at runtime (IDs are not a documented contract) but change rarely, so one
+    fetch per account per `ttl` serves every AgentAccount; concurrent misses share one fetch.
+    """
+
+    def __init__(self, ttl: timedelta, now: Callable[[], datetime]) -> None:
+        self._ttl = ttl
+        self._now = now
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def get(self, key: tuple[str, str], fetch: Callable[[], Awaitable[Any]]) -> Catalog:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            entry = self._entries.get(key)
+            if entry is None or self._now() - entry.fetched_at >= self._ttl:
+                entry = _Entry(catalog_from_api(await fetch() or []), self._now())
+                self._entries[key] = entry
+            return entry.catalog
+
+
+class TokenFlow:
+    """Issue, update, revoke and sweep account-owned tokens for one account and parent token."""
+
+    def __init__(
+        self, api: CloudflareAPI, account_id: str, now: Callable[[], datetime], catalogs: CatalogCache
+    ) -> None:
+        self._api = api
+        self._account_id = account_id
+        self._base = f"/accounts/{account_id}/tokens"
+        self._now = now
+        self._catalogs = catalogs
+
+    async def catalog(self) -> Catalog:
+        """This account's permission groups by name (cached; see CatalogCache)."""
+        return await self._catalogs.get(
+            (self._api.base_url, self._account_id),
+            lambda: self._api.call("GET", f"{self._base}/permission_groups"),
+        )
+
+    async def validate(self, request: IssueRequest) -> None:
+        build_policies(request.scopes, await self.catalog(), self._account_id)
+
+    async def issue(self, request: IssueRequest, record: Recorder) -> Issued:
+        catalog = await self.catalog()
+        name = token_name(request.namespace, request.name, request.uid)
+        expires_on = rfc3339(request.expires_at)
+        body = {
+            "name": name,
+            "policies": build_policies(request.scopes, catalog, self._account_id),
+            "expires_on": expires_on,
+        }
+        note = f"Cloudflare expires this token at {expires_on}; the operator deletes it on expiry."
+        known = request.existing.id if request.existing and request.existing.kind == KIND else ""
+        if known:
+            current = await self._api.call("GET", f"{self._base}/{known}", missing_ok=True)
+            if current is not None:
+                if current.get("name") != name:
+                    raise ObjectConflict(f"Cloudflare token {known} is not named {name!r}: not ours")
+                await self._api.call("PUT", f"{self._base}/{known}", json=body)
+                log.info("Updated Cloudflare token %s (%s), expires %s", known, name, expires_on)
+                return Issued(AccountRef(kind=KIND, id=known, name=name), secret_data=None, note=note)
+        for stale in await self._ids_named(name):
+            log.warning("Deleting unrecorded Cloudflare token %s (%s): its value is lost", stale, name)
+            await self._api.call("DELETE", f"{self._base}/{stale}", missing_ok=True)
+        created = await self._api.call("POST", self._base, json=body)
+        token_id, value = pick(created, "token create", "id"), pick(created, "token create", "value")
+        ref = AccountRef(kind=KIND, id=str(token_id), name=name)
+        await record(ref)
+        log.info("Created Cloudflare token %s (%s), expires %s", token_id, name, expires_on)
+        data = {"CLOUDFLARE_API_TOKEN": str(value), "CLOUDFLARE_ACCOUNT_ID": self._account_id}
+        jurisdictions = r2_jurisdictions(request.scopes, catalog, self._account_id)
+        if jurisdictions is not None:
+            data.update(r2_credentials(self._account_id, ref.id, str(value), jurisdictions))
+        return Issued(ref, secret_data=data, note=note)
+
+    async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
+        # 404 is success: the token expired and was cleaned up, or an earlier revoke got there first.
+        if ref is not None and ref.kind == KIND and ref.id:
+            ids = [ref.id]
+        else:
+            ids = await self._ids_named(token_name(request.namespace, request.name, request.uid))
+        for token_id in ids:
+            await self._api.call("DELETE", f"{self._base}/{token_id}", missing_ok=True)
+            log.info("Deleted Cloudflare token %s", token_id)
+
+    async def sweep_orphans(self, live_uids: set[str], min_age: timedelta) -> list[str]:
+        """Delete our tokens whose AgentAccount is gone; tokens younger than `min_age` are spared."""
+        now, doomed = self._now(), []
+        async for token in self._api.pages(self._base):
+            name = str(token.get("name", ""))
+            uid = uid_from_name(name)
+            if uid is None or uid in live_uids or not token.get("id"):
+                continue
+            # An account created after the caller listed live uids must not lose its brand-new token.
+            issued = _parse_time(token.get("issued_on"))
+            if issued is not None and now - issued < min_age:
+                continue
+            doomed.append((str(token["id"]), name))
+        for token_id, name in doomed:
+            await self._api.call("DELETE", f"{self._base}/{token_id}", missing_ok=True)
+            log.info("Deleted orphaned Cloudflare token %s (%s)", token_id, name)
+        return [f"{name} (id {token_id})" for token_id, name in doomed]
+
+    async def _ids_named(self, name: str) -> list[str]:
+        return [str(token["id"]) async for token in self._api.pages(self._base) if token.get("name") == name]
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,118 @@
+"""The Kubernetes-native provider: ServiceAccount + Role + RoleBinding + a bound, expiring token.
+
+Works on any cluster with nothing else installed, which is why it is the default. All three objects
+live in the AgentAccount's namespace, carry its UID label and an owner reference (see ownership.py),
+and have one deterministic name (`agentaccount-<name>`), so a second `issue` adopts them.
+
+Revocation deletes the ServiceAccount first: the API server then rejects every token bound to it at
+once (bound tokens are checked against the live ServiceAccount's UID), which is what makes revocation
+immediate even though the TokenRequest API will not mint tokens shorter than 10 minutes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from agentaccounts import ownership
+from agentaccounts.errors import ObjectConflict, ProviderRejected, ProviderUnavailable
+from agentaccounts.kube import AlreadyExists, Kube, KubeApiError
+from agentaccounts.models import AccountRef, KubernetesBlock
+from agentaccounts.providers.base import IssueRequest, Issued, Recorder
+from agentaccounts.providers.kubernetes_rbac import kubeconfig, object_name, rules_for
+
+MIN_TOKEN_SECONDS = 600  # the TokenRequest API's minimum expirationSeconds
+
+
+class KubernetesProvider:
+    type = "kubernetes"
+
+    def __init__(self, kube: Kube, block: KubernetesBlock, server: str | None,
+                 now: Callable[[], datetime]) -> None:
+        self.kube = kube
+        self.server = block.server or server or kube.server
+        self.now = now
+
+    async def validate(self, request: IssueRequest) -> None:
+        rules_for(request.scopes, await self.kube.served_resources())
+
+    async def issue(self, request: IssueRequest, record: Recorder) -> Issued:
+        name = object_name(request.name)
+        rules = rules_for(request.scopes, await self.kube.served_resources())
+        meta = ownership.metadata(name, request.namespace, request.name, request.uid)
+        try:
+            await self._ensure(request, "ServiceAccount", {"metadata": meta, "automountServiceAccountToken": False})
+            await record(AccountRef(kind="ServiceAccount", name=name, namespace=request.namespace))
+            await self._ensure(request, "Role", {"metadata": meta, "rules": rules})
+            await self._ensure(request, "RoleBinding", {
+                "metadata": meta,
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": request.namespace}],
+            })
+            seconds = max(MIN_TOKEN_SECONDS, math.ceil((request.expires_at - self.now()).total_seconds()))
+            token, _ = await self.kube.request_token(request.namespace, name, seconds)
+            ca = await self._ca(request.namespace)
+        except KubeApiError as exc:
+            raise _translate(exc) from exc
+        return Issued(
+            account_ref=AccountRef(kind="ServiceAccount", name=name, namespace=request.namespace),
+            secret_data={
+                "kubeconfig": kubeconfig(self.server, ca, request.namespace, token, name),
+                "token": token,
+                "ca.crt": ca,
+                "server": self.server,
+                "namespace": request.namespace,
+                "expires-at": request.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        )
+
+    async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
+        name = ref.name if ref and ref.kind == "ServiceAccount" else object_name(request.name)
+        try:
+            # ServiceAccount first: from this moment its tokens are rejected.
+            for kind in ("ServiceAccount", "RoleBinding", "Role"):
+                existing = await self.kube.get(kind, request.namespace, name)
+                if ownership.owned_by(existing, request.uid):
+                    await self.kube.delete(kind, request.namespace, name, uid=existing["metadata"]["uid"])  # type: ignore[index]
+        except KubeApiError as exc:
+            raise _translate(exc) from exc
+
+    async def _ensure(self, request: IssueRequest, kind: str, body: dict[str, Any]) -> None:
+        """Create, or adopt-and-update an object carrying our UID label; never touch a foreign one."""
+        body = {"apiVersion": _API_VERSION[kind], "kind": kind, **body}
+        existing = await self.kube.get(kind, request.namespace, body["metadata"]["name"])
+        if existing is None:
+            try:
+                await self.kube.create(kind, request.namespace, body)
+                return
+            except AlreadyExists:  # lost a race with ourselves: re-read and adopt below
+                existing = await self.kube.get(kind, request.namespace, body["metadata"]["name"])
+        if not ownership.owned_by(existing, request.uid):
+            raise ObjectConflict(
+                f"{kind} {request.namespace}/{body['metadata']['name']} exists and does not belong to this "
+                f"AgentAccount (no {ownership.UID_LABEL}={request.uid} label); it was left untouched"
+            )
+        assert existing is not None
+        if kind == "RoleBinding" and existing.get("roleRef") != body["roleRef"]:
+            await self.kube.delete(kind, request.namespace, body["metadata"]["name"])  # roleRef is immutable
+            await self.kube.create(kind, request.namespace, body)
+        elif any(existing.get(k) != v for k, v in body.items() if k not in ("metadata", "apiVersion", "kind")):
+            body["metadata"] = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
+            await self.kube.replace(kind, request.namespace, body)
+
+    async def _ca(self, namespace: str) -> str:
+        # The root-ca publisher puts the cluster CA in every namespace; fall back to our own trust.
+        configmap = await self.kube.get("ConfigMap", namespace, "kube-root-ca.crt")
+        return str(((configmap or {}).get("data") or {}).get("ca.crt") or self.kube.ca_pem())
+
+
+_API_VERSION = {"ServiceAccount": "v1", "Role": "rbac.authorization.k8s.io/v1",
+                "RoleBinding": "rbac.authorization.k8s.io/v1"}
+
+
+def _translate(exc: KubeApiError) -> Exception:
+    if exc.status == 403:
+        return ProviderRejected(f"the operator is not allowed to do this: {exc} (check its RBAC)")
+    return ProviderUnavailable(str(exc), delay=5.0)

@@ -1,0 +1,98 @@
+"""One wake-up per AgentAccount: revoke at `expiresAt`, delete the audit record after keepExpiredFor.
+
+Revocation must land within about a second of `expiresAt`, so nothing polls coarsely: each account's
+timer sleeps exactly until its next due time (from policies.on_timer), or until it is woken because a
+handler just changed its status (a new or edited expiry). On waking it re-reads the object from the
+API server rather than trusting a cached body, because the status it must act on may have been
+written a millisecond earlier by a handler. A 5-minute cap on every sleep is a safety net only.
+
+On operator start every account gets its timer at once, so identities whose `expiresAt` passed while
+the operator was down are revoked immediately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import Any, Protocol
+
+from agentaccounts import policies
+from agentaccounts.errors import AgentAccountsError, TemporaryError
+from agentaccounts.reconcile import Emit, Reconciler, parse
+
+log = logging.getLogger(__name__)
+MAX_SLEEP = 300.0
+ERROR_BACKOFF = 5.0
+
+
+class Stopped(Protocol):
+    """kopf's daemon stop flag, or anything alike: falsy until stopped, awaitable with a timeout."""
+
+    def __bool__(self) -> bool: ...
+
+    async def wait(self, timeout: float | None = None) -> Any: ...
+
+
+class Wakeups:
+    """Per-account events a handler sets to make the timer look again now."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def event(self, uid: str) -> asyncio.Event:
+        return self._events.setdefault(uid, asyncio.Event())
+
+    def wake(self, uid: str) -> None:
+        self.event(uid).set()
+
+    def forget(self, uid: str) -> None:
+        self._events.pop(uid, None)
+
+
+async def _sleep(stopped: Stopped, wake: asyncio.Event, seconds: float) -> None:
+    if seconds <= 0:
+        return
+    waiters = {asyncio.ensure_future(stopped.wait(seconds)), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        wake.clear()
+
+
+def _seconds_until(at: datetime | None, now: datetime) -> float:
+    return MAX_SLEEP if at is None else min(MAX_SLEEP, max(0.0, (at - now).total_seconds()))
+
+
+async def run(reconciler: Reconciler, namespace: str, name: str, uid: str, stopped: Stopped,
+              wakeups: Wakeups, emit: Emit) -> None:
+    wake = wakeups.event(uid)
+    try:
+        while not stopped:
+            body = await reconciler.kube.get_custom("AgentAccount", namespace, name)
+            if body is None or body["metadata"]["uid"] != uid:
+                return  # gone (or replaced by a newer object, which has its own timer)
+            if body["metadata"].get("deletionTimestamp"):
+                return  # the finalizer revokes
+            try:
+                decision = policies.on_timer(parse(body), reconciler.now())
+                if decision.action == "revoke":
+                    await reconciler.revoke(body, "expired", emit)
+                elif decision.action == "delete":
+                    await reconciler.delete_record(body, emit)
+                    return
+                else:
+                    await _sleep(stopped, wake, _seconds_until(decision.at, reconciler.now()))
+            except TemporaryError as exc:
+                log.warning("%s/%s: %s, retrying in %.0fs", namespace, name, exc.message, exc.delay)
+                await _sleep(stopped, wake, exc.delay)
+            except AgentAccountsError as exc:
+                log.error("%s/%s: %s: %s", namespace, name, exc.reason, exc.message)
+                await _sleep(stopped, wake, ERROR_BACKOFF * 6)
+            except Exception:
+                log.exception("%s/%s: timer step failed; retrying", namespace, name)
+                await _sleep(stopped, wake, ERROR_BACKOFF)
+    finally:
+        wakeups.forget(uid)
