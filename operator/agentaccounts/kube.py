@@ -206,17 +206,64 @@ class Kube:
             return served
 
     def _discover(self) -> dict[str, set[str]]:
-        def get(path: str) -> Any:
-            return self.api_client.call_api(path, "GET", response_type="object", auth_settings=["BearerToken"],
-                                            _return_http_data_only=True)
-
-        served: dict[str, set[str]] = {"": {r["name"] for r in get("/api/v1")["resources"]}}
-        for group in get("/apis")["groups"]:
+        core = client.CoreV1Api(self.api_client).get_api_resources()
+        served: dict[str, set[str]] = {"": {r.name for r in core.resources}}
+        custom = client.CustomObjectsApi(self.api_client)
+        for group in client.ApisApi(self.api_client).get_api_versions().groups:
             names: set[str] = set()
-            for version in group["versions"]:
+            for version in group.versions:
                 try:
-                    names |= {r["name"] for r in get(f"/apis/{version['groupVersion']}")["resources"]}
+                    names |= {r.name for r in custom.get_api_resources(group.name, version.version).resources}
                 except ApiException:  # an unavailable aggregated API must not hide the others
                     continue
-            served[group["name"]] = names
+            served[group.name] = names
         return served
+
+class LeaseStore:
+    """leader.LeaseStore over coordination.k8s.io/v1 Leases."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.kube.get("Lease", namespace, name)
+
+    async def create(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        from agentaccounts import leader
+
+        try:
+            return await self.kube.create("Lease", namespace, body)
+        except KubeApiError as exc:
+            if exc.status == 409:
+                raise leader.Conflict(str(exc)) from None
+            raise
+
+    async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        from agentaccounts import leader
+
+        try:
+            return await self.kube.replace("Lease", namespace, body)
+        except KubeApiError as exc:
+            if exc.status == 409:
+                raise leader.Conflict(str(exc)) from None
+            raise
+
+
+def connection_info(kube: Kube) -> dict[str, Any]:
+    """The credentials of `kube`, in the shape kopf.ConnectionInfo takes, so kopf and we act as one."""
+    cfg = kube.api_client.configuration
+    if cfg.refresh_api_key_hook is not None:  # in-cluster: re-read the rotated projected token
+        cfg.refresh_api_key_hook(cfg)
+    token = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    scheme = None
+    if token and " " in token:
+        scheme, token = token.split(" ", 1)
+    return {
+        "server": cfg.host,
+        "ca_path": cfg.ssl_ca_cert,
+        "insecure": not cfg.verify_ssl,
+        "scheme": scheme,
+        "token": token,
+        "certificate_path": cfg.cert_file,
+        "private_key_path": cfg.key_file,
+    }

@@ -75,11 +75,10 @@ class Reconciler:
         started = time.monotonic()
         timing = {"provider": provider.type, "issuedAt": conditions.rfc3339(issued_at),
                   "expiresAt": conditions.rfc3339(expires_at), "secretName": account.secret_name}
-        if current.get("phase") != "Ready":
-            timing.update(conditions.phase_patch(current, "Pending", False, "Issuing",
-                                                 f"issuing through {provider_obj.kind}/{provider_obj.name}",
-                                                 account.generation, self.now()))
-        await self.patch(account, timing)
+        pending = {} if current.get("phase") == "Ready" else conditions.phase_patch(
+            current, "Pending", False, "Issuing", f"issuing through {provider_obj.kind}/{provider_obj.name}",
+            account.generation, self.now())
+        await self.patch(account, {**timing, **pending})
 
         async def record(ref: AccountRef) -> None:
             await self.patch(account, {"accountRef": ref.model_dump(exclude_defaults=True)})

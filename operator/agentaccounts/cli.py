@@ -1,0 +1,146 @@
+"""The `agentaccounts` command line: run the operator, walk through the demo, request an identity.
+
+    agentaccounts run [--namespace NS ... | --all-namespaces] [--metrics-port N] [--liveness URL]
+    agentaccounts demo                  # needs a cluster with the CRDs installed ($KUBECONFIG)
+    agentaccounts request NAME --scope get,list:configmaps --lifetime 30m [--wait]
+
+Flags override AGENTACCOUNTS_* environment variables (see settings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from agentaccounts import __version__, leader, metrics
+from agentaccounts.kube import Kube, LeaseStore
+from agentaccounts.providers import Deps
+from agentaccounts.reconcile import Reconciler
+from agentaccounts.settings import Settings
+
+log = logging.getLogger("agentaccounts")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentaccounts", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", dest="namespaces", metavar="NS",
+                       help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here (0 = off; default 8080)")
+    run.add_argument("--liveness", help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--leader-elect", action="store_true", default=None,
+                     help="hold a Lease before working, so only one replica acts")
+    run.add_argument("--leader-election-namespace")
+    run.add_argument("--leader-election-name")
+
+    sub.add_parser("demo", help="walk through an AgentAccount's life on the current cluster")
+
+    request = sub.add_parser("request", help="ask for an identity (creates an AgentAccount)")
+    request.add_argument("name")
+    request.add_argument("-n", "--namespace", default="default")
+    request.add_argument("--provider", default="in-cluster", help="provider name")
+    request.add_argument("--provider-kind", default="ClusterAccountProvider",
+                         choices=["AccountProvider", "ClusterAccountProvider"])
+    request.add_argument("--scope", action="append", required=True, metavar="VERBS:RESOURCES",
+                         help="e.g. get,list:configmaps,deployments.apps (repeatable)")
+    request.add_argument("--lifetime", help="e.g. 30m (default: the provider's defaultLifetime)")
+    request.add_argument("--wait", action="store_true", help="wait until Ready and print the Secret name")
+    request.add_argument("--timeout", type=float, default=60.0)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.namespaces:
+        overrides["namespaces"] = args.namespaces
+    if args.all_namespaces:
+        overrides["namespaces"] = []
+    for flag in ("metrics_port", "liveness", "leader_elect", "leader_election_namespace", "leader_election_name"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    return Settings(**overrides)
+
+
+async def _run(settings: Settings, kube: Kube) -> int:
+    from agentaccounts import handlers  # imports kopf; only `run` needs it
+
+    deps = Deps(kube=kube, now=utcnow, kubeconfig_server=settings.kubeconfig_server, settings=settings)
+    handlers.configure(Reconciler(deps), settings)
+    metrics.serve(settings.metrics_port)
+    if not settings.leader_elect:
+        await handlers.run_operator(settings)
+        return 0
+    store, identity = LeaseStore(kube), settings.pod_name or f"{socket.gethostname()}-{os.getpid()}"
+    where = (settings.leader_election_namespace, settings.leader_election_name)
+    await leader.acquire(store, identity, *where)
+    work = asyncio.ensure_future(handlers.run_operator(settings))
+    keep = asyncio.ensure_future(leader.hold(store, identity, *where))
+    try:
+        done, _ = await asyncio.wait({work, keep}, return_when=asyncio.FIRST_COMPLETED)
+        if keep in done and isinstance(keep.exception(), leader.LeadershipLost):
+            log.error("Leadership lost (%s); exiting so a standby takes over", keep.exception())
+            return 1
+        return 0
+    finally:
+        for task in (work, keep):
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.gather(work, keep, return_exceptions=True)
+        await leader.release(store, identity, *where)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kubernetes", "urllib3", "httpx", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    kube = Kube.connect(args.kubeconfig)
+    try:
+        if args.command == "run":
+            return asyncio.run(_run_until_signal(_settings(args), kube))
+        if args.command == "demo":
+            from agentaccounts import demo
+
+            return asyncio.run(demo.main(kube))
+        from agentaccounts import request
+
+        return asyncio.run(request.main(kube, args))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        kube.close()
+
+
+async def _run_until_signal(settings: Settings, kube: Kube) -> int:
+    task = asyncio.ensure_future(_run(settings, kube))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

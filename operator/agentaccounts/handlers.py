@@ -1,0 +1,97 @@
+"""The only module that imports kopf: thin handlers that call down into reconcile and timer.
+
+kopf decides *when* (events, resumes, retries, daemons, finalizers); reconcile decides *what*. The
+translation between the two is here and nowhere else: our PermanentError becomes kopf.PermanentError
+(stop retrying this change), our TemporaryError becomes kopf.TemporaryError with its delay, anything
+else is left to kopf's backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import kopf
+
+from agentaccounts import kube as kube_module
+from agentaccounts import timer
+from agentaccounts.errors import PermanentError, TemporaryError
+from agentaccounts.reconcile import Emit, Reconciler
+from agentaccounts.settings import Settings
+
+GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
+STATE: dict[str, Any] = {}  # reconciler, wakeups, settings: set once by `configure` before kopf starts
+
+
+def configure(reconciler: Reconciler, settings: Settings) -> None:
+    STATE.update(reconciler=reconciler, wakeups=timer.Wakeups(), settings=settings)
+
+
+def _emitter(body: kopf.Body) -> Emit:
+    def emit(kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+    return emit
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except PermanentError as exc:
+        raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from None
+    except TemporaryError as exc:
+        raise kopf.TemporaryError(f"{exc.reason}: {exc.message}", delay=exc.delay) from None
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    ours: Settings = STATE["settings"]
+    settings.persistence.finalizer = "agentaccounts.dev/revoke"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agentaccounts.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="agentaccounts.dev", key="last-handled-configuration")
+    settings.watching.server_timeout = ours.watch_server_timeout
+    settings.watching.client_timeout = ours.watch_client_timeout
+    settings.posting.level = logging.WARNING  # our own Events say what happened; skip kopf's chatter
+    settings.peering.standalone = True  # replicas coordinate through a Lease (leader.py), not peering
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(**kube_module.connection_info(STATE["reconciler"].kube))
+
+
+@kopf.on.resume(GROUP, "agentaccounts")
+@kopf.on.create(GROUP, "agentaccounts")
+@kopf.on.update(GROUP, "agentaccounts", field="spec")
+async def issue(body: kopf.Body, uid: str, **_: Any) -> None:
+    try:
+        with _translated():
+            await STATE["reconciler"].ensure_issued(dict(body), _emitter(body))
+    finally:
+        STATE["wakeups"].wake(uid)  # a new or edited expiry: the timer must look again now
+
+
+@kopf.daemon(GROUP, "agentaccounts", cancellation_timeout=5.0)
+async def expiry(body: kopf.Body, name: str, namespace: str, uid: str, stopped: kopf.DaemonStopped,
+                 **_: Any) -> None:
+    await timer.run(STATE["reconciler"], namespace, name, uid, stopped, STATE["wakeups"], _emitter(body))
+
+
+@kopf.on.delete(GROUP, "agentaccounts")
+async def remove(body: kopf.Body, **_: Any) -> None:
+    with _translated():
+        await STATE["reconciler"].revoke(dict(body), "deleted", _emitter(body))
+
+
+async def run_operator(settings: Settings) -> None:
+    """Run the embedded kopf operator until cancelled."""
+    await kopf.operator(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness,
+        standalone=True,
+    )
