@@ -54,6 +54,14 @@ def _alive(pid: int, binary: str) -> bool:
     return Path(cmdline).name.startswith(binary)
 
 
+def _exited(pid: int) -> bool:
+    """Gone, or a zombie waiting to be reaped: either way it holds no ports and does no work."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
 @dataclass
 class Cluster:
     dir: Path
@@ -239,15 +247,16 @@ def down(directory: Path, keep_logs: bool = False) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        for name, pid in cluster.pids.items():
-            while _alive(pid, name) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid, name):
+        for pid in cluster.pids.values():
+            while not _exited(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)  # bounded by `deadline`
+            if not _exited(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        for pid in cluster.pids.values():  # reap if they are our children; harmless otherwise
+            while not _exited(pid) and time.monotonic() < deadline + 5:
+                time.sleep(0.05)
             with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
+                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child; harmless otherwise
     if keep_logs:
         for path in directory.glob("*"):
             if path.name != "logs":
