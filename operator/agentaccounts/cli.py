@@ -42,13 +42,25 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", dest="namespaces", metavar="NS",
-                       help="watch this namespace (repeatable)")
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable)",
+    )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
-    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics here (0 = off; default 8080)")
+    run.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus /metrics here (0 = off; default 8080)"
+    )
     run.add_argument("--liveness", help="liveness endpoint URL, e.g. http://0.0.0.0:8081/healthz")
-    run.add_argument("--leader-elect", action="store_true", default=None,
-                     help="hold a Lease before working, so only one replica acts")
+    run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=None,
+        help="hold a Lease before working, so only one replica acts",
+    )
     run.add_argument("--leader-election-namespace")
     run.add_argument("--leader-election-name")
 
@@ -58,10 +70,18 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("name")
     request.add_argument("-n", "--namespace", default="default")
     request.add_argument("--provider", default="in-cluster", help="provider name")
-    request.add_argument("--provider-kind", default="ClusterAccountProvider",
-                         choices=["AccountProvider", "ClusterAccountProvider"])
-    request.add_argument("--scope", action="append", required=True, metavar="VERBS:RESOURCES",
-                         help="e.g. get,list:configmaps,deployments.apps (repeatable)")
+    request.add_argument(
+        "--provider-kind",
+        default="ClusterAccountProvider",
+        choices=["AccountProvider", "ClusterAccountProvider"],
+    )
+    request.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        metavar="VERBS:RESOURCES",
+        help="e.g. get,list:configmaps,deployments.apps (repeatable)",
+    )
     request.add_argument("--lifetime", help="e.g. 30m (default: the provider's defaultLifetime)")
     request.add_argument("--wait", action="store_true", help="wait until Ready and print the Secret name")
     request.add_argument("--timeout", type=float, default=60.0)
@@ -74,7 +94,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["namespaces"] = args.namespaces
     if args.all_namespaces:
         overrides["namespaces"] = []
-    for flag in ("metrics_port", "liveness", "leader_elect", "leader_election_namespace", "leader_election_name"):
+    for flag in (
+        "metrics_port",
+        "liveness",
+        "leader_elect",
+        "leader_election_namespace",
+        "leader_election_name",
+    ):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     return Settings(**overrides)
@@ -110,8 +136,10 @@ async def _run(settings: Settings, kube: Kube) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     for noisy in ("kubernetes", "urllib3", "httpx", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     kube = Kube.connect(args.kubeconfig)
@@ -122,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             from agentaccounts import demo
 
             return asyncio.run(demo.main(kube))
-        from agentaccounts import request
+        from agentaccounts.request import main as request_main
 
-        return asyncio.run(request.main(kube, args))
+        return asyncio.run(request_main(kube, args))
     except KeyboardInterrupt:
         return 130
     finally:

@@ -7,16 +7,17 @@ Pure functions: they take the current status dict and `now` and return the merge
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
 def rfc3339(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def ready_condition(current: dict[str, Any], status: str, reason: str, message: str, generation: int,
-                    now: datetime) -> list[dict[str, Any]]:
+def ready_condition(
+    current: dict[str, Any], status: str, reason: str, message: str, generation: int, now: datetime
+) -> list[dict[str, Any]]:
     previous = next((c for c in current.get("conditions") or [] if c.get("type") == "Ready"), None)
     changed = previous is None or previous.get("status") != status
     condition = {
@@ -25,18 +26,30 @@ def ready_condition(current: dict[str, Any], status: str, reason: str, message: 
         "reason": reason,
         "message": message[:1024],
         "observedGeneration": generation,
-        "lastTransitionTime": rfc3339(now) if changed else previous.get("lastTransitionTime", rfc3339(now)),
+        "lastTransitionTime": rfc3339(now)
+        if changed or previous is None
+        else previous.get("lastTransitionTime", rfc3339(now)),
     }
     others = [c for c in current.get("conditions") or [] if c.get("type") != "Ready"]
     return [*others, condition]
 
 
-def phase_patch(current: dict[str, Any], phase: str, ready: bool, reason: str, message: str,
-                generation: int, now: datetime, **fields: Any) -> dict[str, Any]:
+def phase_patch(
+    current: dict[str, Any],
+    phase: str,
+    ready: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+    **fields: Any,
+) -> dict[str, Any]:
     """The merge patch that moves an account to `phase` with a Ready condition, plus extra fields."""
     return {
         "phase": phase,
-        "conditions": ready_condition(current, "True" if ready else "False", reason, message, generation, now),
+        "conditions": ready_condition(
+            current, "True" if ready else "False", reason, message, generation, now
+        ),
         **fields,
     }
 

@@ -52,7 +52,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = "agentaccounts.dev/revoke"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agentaccounts.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="agentaccounts.dev", key="last-handled-configuration")
+        prefix="agentaccounts.dev", key="last-handled-configuration"
+    )
     settings.watching.server_timeout = ours.watch_server_timeout
     settings.watching.client_timeout = ours.watch_client_timeout
     settings.posting.level = logging.WARNING  # our own Events say what happened; skip kopf's chatter
@@ -76,9 +77,12 @@ async def issue(body: kopf.Body, uid: str, **_: Any) -> None:
 
 
 @kopf.daemon(GROUP, "agentaccounts", cancellation_timeout=5.0)
-async def expiry(body: kopf.Body, name: str, namespace: str, uid: str, stopped: kopf.DaemonStopped,
-                 **_: Any) -> None:
-    await timer.run(STATE["reconciler"], namespace, name, uid, stopped, STATE["wakeups"], _emitter(body))
+async def expiry(
+    body: kopf.Body, name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    await timer.run(
+        STATE["reconciler"], namespace or "", name, uid, stopped, STATE["wakeups"], _emitter(body)
+    )
 
 
 @kopf.on.delete(GROUP, "agentaccounts")

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
-PLURALS = {"AgentAccount": "agentaccounts", "AccountProvider": "accountproviders",
-           "ClusterAccountProvider": "clusteraccountproviders"}
+PLURALS = {
+    "AgentAccount": "agentaccounts",
+    "AccountProvider": "accountproviders",
+    "ClusterAccountProvider": "clusteraccountproviders",
+}
 DISCOVERY_TTL = 30.0  # seconds: new CRDs become grantable within this, without flooding discovery
 
 
@@ -85,6 +89,11 @@ class Kube:
         config.load_incluster_config(client_configuration=configuration)
         return cls(client.ApiClient(configuration))
 
+    @classmethod
+    def from_kubeconfig_dict(cls, kubeconfig: dict[str, Any]) -> Kube:
+        """A client that authenticates exactly as a generated kubeconfig says (the demo's agent)."""
+        return cls(config.new_client_from_config_dict(kubeconfig))
+
     def close(self) -> None:
         self.api_client.close()
 
@@ -109,51 +118,77 @@ class Kube:
             raise _error(exc, what) from None  # the client's exception repr includes request headers
         return self.api_client.sanitize_for_serialization(result)
 
+    async def _obj(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        """`_call` for calls that return one object (None for 404)."""
+        return cast("dict[str, Any] | None", await self._call(what, fn, *args, **kwargs))
+
     def _method(self, verb: str, kind: str) -> Any:
         spec = _KINDS[kind]
         return getattr(getattr(client, spec.api)(self.api_client), f"{verb}_{spec.noun}")
 
     # -- built-in objects -----------------------------------------------------------------------
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return await self._call(f"get {kind} {namespace}/{name}", self._method("read", kind), name, namespace)  # type: ignore[no-any-return]
+        return await self._obj(f"get {kind} {namespace}/{name}", self._method("read", kind), name, namespace)
 
-    async def list(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = await self._call(f"list {kind} in {namespace}", self._method("list", kind), namespace,
-                                  label_selector=selector)
+    async def list_objects(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        result = await self._call(
+            f"list {kind} in {namespace}", self._method("list", kind), namespace, label_selector=selector
+        )
         return list((result or {}).get("items", []))
 
-    async def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         name = body["metadata"]["name"]
-        return await self._call(f"create {kind} {namespace}/{name}", self._method("create", kind), namespace, body)  # type: ignore[no-any-return]
+        return await self._obj(
+            f"create {kind} {namespace}/{name}", self._method("create", kind), namespace, body
+        )
 
-    async def replace(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def replace(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         name = body["metadata"]["name"]
-        return await self._call(f"replace {kind} {namespace}/{name}", self._method("replace", kind), name,  # type: ignore[no-any-return]
-                                namespace, body)
+        return await self._obj(
+            f"replace {kind} {namespace}/{name}",
+            self._method("replace", kind),
+            name,
+            namespace,
+            body,
+        )
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
         """Delete; True if it existed. With `uid`, only that incarnation (a precondition)."""
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid) if uid else None,
-                                         propagation_policy="Background")
+        options = client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid) if uid else None, propagation_policy="Background"
+        )
         try:
-            result = await self._call(f"delete {kind} {namespace}/{name}", self._method("delete", kind), name,
-                                      namespace, body=options)
+            result = await self._call(
+                f"delete {kind} {namespace}/{name}",
+                self._method("delete", kind),
+                name,
+                namespace,
+                body=options,
+            )
         except Conflict:  # precondition failed: a newer object with that name is not ours to delete
             return False
         return result is not None
 
-    async def request_token(self, namespace: str, service_account: str, seconds: int,
-                            bound_secret: tuple[str, str] | None = None) -> tuple[str, str]:
+    async def request_token(
+        self, namespace: str, service_account: str, seconds: int, bound_secret: tuple[str, str] | None = None
+    ) -> tuple[str, str]:
         """TokenRequest API: (token, expirationTimestamp). Bound to a Secret, if given, as well."""
         bound = None
         if bound_secret:
-            bound = client.V1BoundObjectReference(api_version="v1", kind="Secret", name=bound_secret[0],
-                                                  uid=bound_secret[1])
+            bound = client.V1BoundObjectReference(
+                api_version="v1", kind="Secret", name=bound_secret[0], uid=bound_secret[1]
+            )
         body = client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds, bound_object_ref=bound))
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds, bound_object_ref=bound)
+        )
         core = client.CoreV1Api(self.api_client)
-        result = await self._call(f"create token for {namespace}/{service_account}",
-                                  core.create_namespaced_service_account_token, service_account, namespace, body)
+        result = await self._call(
+            f"create token for {namespace}/{service_account}",
+            core.create_namespaced_service_account_token,
+            service_account,
+            namespace,
+            body,
+        )
         if result is None:
             raise KubeApiError(f"ServiceAccount {namespace}/{service_account} vanished", 404)
         return result["status"]["token"], result["status"]["expirationTimestamp"]
@@ -165,30 +200,89 @@ class Kube:
     async def get_custom(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         api, plural = self._custom(), PLURALS[kind]
         if namespace:
-            return await self._call(f"get {kind} {namespace}/{name}", api.get_namespaced_custom_object,  # type: ignore[no-any-return]
-                                    GROUP, VERSION, namespace, plural, name)
-        return await self._call(f"get {kind} {name}", api.get_cluster_custom_object, GROUP, VERSION, plural, name)  # type: ignore[no-any-return]
+            return await self._obj(
+                f"get {kind} {namespace}/{name}",
+                api.get_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+            )
+        return await self._obj(
+            f"get {kind} {name}", api.get_cluster_custom_object, GROUP, VERSION, plural, name
+        )
+
+    async def create_custom(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        api, plural = self._custom(), PLURALS[kind]
+        name = body["metadata"]["name"]
+        if namespace:
+            return await self._obj(
+                f"create {kind} {namespace}/{name}",
+                api.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                body,
+            )
+        return await self._obj(
+            f"create {kind} {name}", api.create_cluster_custom_object, GROUP, VERSION, plural, body
+        )
+
+    async def create_namespace(self, name: str) -> None:
+        core = client.CoreV1Api(self.api_client)
+        with contextlib.suppress(AlreadyExists):
+            await self._call(f"create namespace {name}", core.create_namespace, {"metadata": {"name": name}})
+
+    async def delete_namespace(self, name: str) -> None:
+        core = client.CoreV1Api(self.api_client)
+        await self._call(f"delete namespace {name}", core.delete_namespace, name)
+
+    async def events(self, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+        core = client.CoreV1Api(self.api_client)
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        result = await self._call(
+            f"list events in {namespace}", core.list_namespaced_event, namespace, field_selector=selector
+        )
+        return list((result or {}).get("items", []))
 
     async def list_custom(self, kind: str) -> list[dict[str, Any]]:
         api = self._custom()
-        result = await self._call(f"list {kind}", api.list_cluster_custom_object, GROUP, VERSION, PLURALS[kind])
+        result = await self._call(
+            f"list {kind}", api.list_cluster_custom_object, GROUP, VERSION, PLURALS[kind]
+        )
         return list((result or {}).get("items", []))
 
     async def patch_account_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """JSON merge patch of the status subresource (None values remove fields)."""
         api = self._custom()
-        await self._call(f"patch status of AgentAccount {namespace}/{name}",
-                         api.patch_namespaced_custom_object_status, GROUP, VERSION, namespace,
-                         "agentaccounts", name, {"status": status})
+        await self._call(
+            f"patch status of AgentAccount {namespace}/{name}",
+            api.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            "agentaccounts",
+            name,
+            {"status": status},
+        )
 
     async def delete_account(self, namespace: str, name: str, uid: str) -> None:
         api = self._custom()
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
-        try:
-            await self._call(f"delete AgentAccount {namespace}/{name}", api.delete_namespaced_custom_object,
-                             GROUP, VERSION, namespace, "agentaccounts", name, body=options)
-        except Conflict:
-            pass  # a newer AgentAccount with the same name: not the one whose record expired
+        # A 409 means a newer AgentAccount with the same name: not the one whose record expired.
+        with contextlib.suppress(Conflict):
+            await self._call(
+                f"delete AgentAccount {namespace}/{name}",
+                api.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "agentaccounts",
+                name,
+                body=options,
+            )
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
         secret = await self.get("Secret", namespace, name)
@@ -219,6 +313,7 @@ class Kube:
             served[group.name] = names
         return served
 
+
 class LeaseStore:
     """leader.LeaseStore over coordination.k8s.io/v1 Leases."""
 
@@ -232,7 +327,7 @@ class LeaseStore:
         from agentaccounts import leader
 
         try:
-            return await self.kube.create("Lease", namespace, body)
+            return await self.kube.create("Lease", namespace, body) or {}
         except KubeApiError as exc:
             if exc.status == 409:
                 raise leader.Conflict(str(exc)) from None
@@ -242,7 +337,7 @@ class LeaseStore:
         from agentaccounts import leader
 
         try:
-            return await self.kube.replace("Lease", namespace, body)
+            return await self.kube.replace("Lease", namespace, body) or {}
         except KubeApiError as exc:
             if exc.status == 409:
                 raise leader.Conflict(str(exc)) from None

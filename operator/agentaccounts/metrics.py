@@ -20,20 +20,30 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 ISSUED = Counter("agentaccounts_issued_total", "Identities issued.", ["provider"], registry=REGISTRY)
 REVOKED = Counter(
-    "agentaccounts_revoked_total", "Identities revoked, by why (expired, deleted).", ["provider", "reason"],
+    "agentaccounts_revoked_total",
+    "Identities revoked, by why (expired, deleted).",
+    ["provider", "reason"],
     registry=REGISTRY,
 )
 FAILED = Counter(
-    "agentaccounts_failures_total", "Issue or revoke attempts that failed, by reason.", ["reason"],
+    "agentaccounts_failures_total",
+    "Issue or revoke attempts that failed, by reason.",
+    ["reason"],
     registry=REGISTRY,
 )
 ISSUE_SECONDS = Histogram(
-    "agentaccounts_issue_duration_seconds", "Time from starting an issue to the Secret being written.",
-    ["provider"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=REGISTRY,
+    "agentaccounts_issue_duration_seconds",
+    "Time from starting an issue to the Secret being written.",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
 )
 REVOCATION_LAG = Histogram(
-    "agentaccounts_revocation_lag_seconds", "Time from expiresAt to the identity being revoked.",
-    ["provider"], buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300), registry=REGISTRY,
+    "agentaccounts_revocation_lag_seconds",
+    "Time from expiresAt to the identity being revoked.",
+    ["provider"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300),
+    registry=REGISTRY,
 )
 
 
@@ -56,11 +66,13 @@ class ExpiryIndex(Collector):
         with self._lock:
             entries = list(self._entries.values())
         expiry = GaugeMetricFamily(
-            "agentaccounts_account_expiry_timestamp_seconds", "When each live identity expires (Unix time).",
+            "agentaccounts_account_expiry_timestamp_seconds",
+            "When each live identity expires (Unix time).",
             labels=["namespace", "name", "provider"],
         )
-        active = GaugeMetricFamily("agentaccounts_active_accounts", "Live identities, by provider.",
-                                   labels=["provider"])
+        active = GaugeMetricFamily(
+            "agentaccounts_active_accounts", "Live identities, by provider.", labels=["provider"]
+        )
         counts: dict[str, int] = {}
         for namespace, name, provider, at in entries:
             expiry.add_metric([namespace, name, provider], at)

@@ -9,6 +9,7 @@ Field names follow Python; aliases follow the CRDs (camelCase).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -18,12 +19,17 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSeriali
 _DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d))+$")
 _PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Ten years: far beyond any sane identity lifetime or audit-record retention, and far enough below
+# datetime's range that `now + duration` can never overflow.
+MAX_DURATION = timedelta(days=3650)
 
 
 def parse_duration(text: str) -> timedelta:
     """Go-style duration with days: "45s", "30m", "1h30m", "2d", "0s". No sign, no fractions."""
     if not isinstance(text, str) or not _DURATION.match(text):
-        raise ValueError(f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d), e.g. 30m or 1h30m")
+        raise ValueError(
+            f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d), e.g. 30m or 1h30m"
+        )
     return timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in _PART.findall(text)))
 
 
@@ -106,7 +112,13 @@ class AgentAccount(_Model):
 
     @property
     def secret_name(self) -> str:
-        return self.spec.secret_name or f"{self.name}-credentials"
+        if self.spec.secret_name:
+            return self.spec.secret_name
+        name = f"{self.name}-credentials"
+        if len(name) <= 253:
+            return name
+        digest = hashlib.sha256(self.name.encode()).hexdigest()[:10]  # stable, and still a valid name
+        return f"{self.name[:230].rstrip('-.')}-{digest}-credentials"
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> AgentAccount:

@@ -25,13 +25,23 @@ def labels(name: str, uid: str) -> dict[str, str]:
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
     # blockOwnerDeletion stays false: setting it needs `update` on agentaccounts/finalizers, and our
     # finalizer already orders revocation before the AgentAccount goes.
-    return {"apiVersion": API_VERSION, "kind": KIND, "name": name, "uid": uid, "controller": True,
-            "blockOwnerDeletion": False}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": False,
+    }
 
 
 def metadata(name: str, namespace: str, owner_name: str, owner_uid: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace, "labels": labels(owner_name, owner_uid),
-            "ownerReferences": [owner_reference(owner_name, owner_uid)]}
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(owner_name, owner_uid),
+        "ownerReferences": [owner_reference(owner_name, owner_uid)],
+    }
 
 
 def owned_by(obj: dict[str, Any] | None, uid: str) -> bool:

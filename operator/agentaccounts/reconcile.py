@@ -21,12 +21,17 @@ import pydantic
 
 from agentaccounts import conditions, metrics, ownership, policies
 from agentaccounts.errors import (
-    AgentAccountsError, InvalidSpec, LifetimeExceeded, PermanentError, ProviderNotFound, SecretConflict,
+    AgentAccountsError,
+    InvalidSpec,
+    LifetimeExceeded,
+    PermanentError,
+    ProviderNotFound,
+    SecretConflict,
 )
 from agentaccounts.kube import Kube
 from agentaccounts.models import AccountRef, AgentAccount, KubernetesBlock, Provider, ProviderSpec
 from agentaccounts.providers import Deps, provider_for
-from agentaccounts.providers.base import IssueRequest, Issued
+from agentaccounts.providers.base import Issued, IssueRequest
 
 log = logging.getLogger(__name__)
 Emit = Callable[[str, str, str], None]  # (Normal|Warning, reason, message) -> posts a Kubernetes Event
@@ -58,8 +63,9 @@ class Reconciler:
             return await self._issue(account, current, emit)
         except AgentAccountsError as exc:
             meta = body.get("metadata", {})
-            await self._record_error(meta.get("namespace", ""), meta.get("name", ""), meta.get("generation", 1),
-                                     current, exc, emit)
+            await self._record_error(
+                meta.get("namespace", ""), meta.get("name", ""), meta.get("generation", 1), current, exc, emit
+            )
             raise
 
     async def _issue(self, account: AgentAccount, current: dict[str, Any], emit: Emit) -> dict[str, Any]:
@@ -73,45 +79,79 @@ class Reconciler:
         request = self._request(account, expires_at)
         await provider.validate(request)
         started = time.monotonic()
-        timing = {"provider": provider.type, "issuedAt": conditions.rfc3339(issued_at),
-                  "expiresAt": conditions.rfc3339(expires_at), "secretName": account.secret_name}
-        pending = {} if current.get("phase") == "Ready" else conditions.phase_patch(
-            current, "Pending", False, "Issuing", f"issuing through {provider_obj.kind}/{provider_obj.name}",
-            account.generation, self.now())
+        timing = {
+            "provider": provider.type,
+            "issuedAt": conditions.rfc3339(issued_at),
+            "expiresAt": conditions.rfc3339(expires_at),
+            "secretName": account.secret_name,
+        }
+        pending = (
+            {}
+            if current.get("phase") == "Ready"
+            else conditions.phase_patch(
+                current,
+                "Pending",
+                False,
+                "Issuing",
+                f"issuing through {provider_obj.kind}/{provider_obj.name}",
+                account.generation,
+                self.now(),
+            )
+        )
         await self.patch(account, {**timing, **pending})
 
         async def record(ref: AccountRef) -> None:
             await self.patch(account, {"accountRef": ref.model_dump(exclude_defaults=True)})
 
         issued = await provider.issue(request, record)
-        if issued.secret_data is None and await self.kube.get("Secret", account.namespace, account.secret_name) is None:
+        if (
+            issued.secret_data is None
+            and await self.kube.get("Secret", account.namespace, account.secret_name) is None
+        ):
             # The identity was updated in place but its credentials cannot be read back and the Secret
             # is gone: replace the identity rather than leave the agent without credentials.
             await provider.revoke(request, issued.account_ref)
             issued = await provider.issue(self._request(account, expires_at, existing=False), record)
         await self._write_secret(account, issued, expires_at)
         status = {
-            **conditions.phase_patch(current, "Ready", True, "Issued",
-                                     f"credentials in Secret {account.secret_name} until {timing['expiresAt']}",
-                                     account.generation, self.now()),
-            **timing, "accountRef": issued.account_ref.model_dump(exclude_defaults=True),
-            "providerNote": issued.note or None, "observedGeneration": account.generation,
+            **conditions.phase_patch(
+                current,
+                "Ready",
+                True,
+                "Issued",
+                f"credentials in Secret {account.secret_name} until {timing['expiresAt']}",
+                account.generation,
+                self.now(),
+            ),
+            **timing,
+            "accountRef": issued.account_ref.model_dump(exclude_defaults=True),
+            "providerNote": issued.note or None,
+            "observedGeneration": account.generation,
         }
         await self.patch(account, status)
         duration = time.monotonic() - started
         metrics.ISSUED.labels(provider.type).inc()
         metrics.ISSUE_SECONDS.labels(provider.type).observe(duration)
         metrics.EXPIRY.set(account.uid, account.namespace, account.name, provider.type, expires_at)
-        emit("Normal", "Issued", f"{issued.account_ref.kind} {issued.account_ref.name or issued.account_ref.id} "
-                                 f"issued; credentials in Secret {account.secret_name}; expires {timing['expiresAt']}")
+        emit(
+            "Normal",
+            "Issued",
+            f"{issued.account_ref.kind} {issued.account_ref.name or issued.account_ref.id} "
+            f"issued; credentials in Secret {account.secret_name}; expires {timing['expiresAt']}",
+        )
         log.info("Issued %s/%s via %s in %.3fs", account.namespace, account.name, provider.type, duration)
         return status
 
     def _request(self, account: AgentAccount, expires_at: datetime, existing: bool = True) -> IssueRequest:
-        return IssueRequest(namespace=account.namespace, name=account.name, uid=account.uid,
-                            scopes=list(account.spec.scopes), expires_at=expires_at,
-                            secret_name=account.secret_name,
-                            existing=account.status.account_ref if existing else None)
+        return IssueRequest(
+            namespace=account.namespace,
+            name=account.name,
+            uid=account.uid,
+            scopes=list(account.spec.scopes),
+            expires_at=expires_at,
+            secret_name=account.secret_name,
+            existing=account.status.account_ref if existing else None,
+        )
 
     async def resolve_provider(self, account: AgentAccount) -> Provider:
         ref = account.spec.provider_ref
@@ -119,8 +159,10 @@ class Reconciler:
         body = await self.kube.get_custom(ref.kind, namespace, ref.name)
         if body is None:
             where = f" in namespace {namespace}" if namespace else ""
-            raise ProviderNotFound(f"{ref.kind} {ref.name!r} not found{where}; waiting for it to appear",
-                                   delay=self.deps.settings.provider_retry_seconds if self.deps.settings else 5.0)
+            raise ProviderNotFound(
+                f"{ref.kind} {ref.name!r} not found{where}; waiting for it to appear",
+                delay=self.deps.settings.provider_retry_seconds if self.deps.settings else 5.0,
+            )
         try:
             spec = ProviderSpec.model_validate(body.get("spec") or {})
         except pydantic.ValidationError as exc:
@@ -130,8 +172,10 @@ class Reconciler:
     async def _check_secret(self, account: AgentAccount) -> dict[str, Any] | None:
         secret = await self.kube.get("Secret", account.namespace, account.secret_name)
         if secret is not None and not ownership.owned_by(secret, account.uid):
-            raise SecretConflict(f"Secret {account.namespace}/{account.secret_name} already exists and is not "
-                                 "managed by this AgentAccount; it was left untouched. Delete it or set spec.secretName")
+            raise SecretConflict(
+                f"Secret {account.namespace}/{account.secret_name} already exists and is not "
+                "managed by this AgentAccount; it was left untouched. Delete it or set spec.secretName"
+            )
         return secret
 
     async def _write_secret(self, account: AgentAccount, issued: Issued, expires_at: datetime) -> None:
@@ -164,8 +208,9 @@ class Reconciler:
             expires_at = status.expires_at or self.now()
             await provider.revoke(self._request(account, expires_at), status.account_ref)
         secret = await self.kube.get("Secret", account.namespace, account.secret_name)
-        if ownership.owned_by(secret, account.uid):
-            await self.kube.delete("Secret", account.namespace, account.secret_name, uid=secret["metadata"]["uid"])  # type: ignore[index]
+        if secret is not None and ownership.owned_by(secret, account.uid):
+            uid = secret["metadata"]["uid"]
+            await self.kube.delete("Secret", account.namespace, account.secret_name, uid=uid)
         now = self.now()
         metrics.EXPIRY.discard(account.uid)
         if status.phase in ("Ready", "Pending") or status.account_ref:
@@ -178,9 +223,18 @@ class Reconciler:
         metrics.REVOCATION_LAG.labels(provider_type).observe(max(lag, 0.0))
         provider_note = (body.get("status") or {}).get("providerNote")
         note = f". {provider_note}" if provider_note else ""
-        message = f"expired at {conditions.rfc3339(status.expires_at or now)}; identity revoked, Secret deleted{note}"
-        patch = conditions.phase_patch(dict(body.get("status") or {}), "Expired", False, "Expired", message,
-                                       account.generation, now, revokedAt=conditions.rfc3339(now))
+        expired = conditions.rfc3339(status.expires_at or now)
+        message = f"expired at {expired}; identity revoked, Secret deleted{note}"
+        patch = conditions.phase_patch(
+            dict(body.get("status") or {}),
+            "Expired",
+            False,
+            "Expired",
+            message,
+            account.generation,
+            now,
+            revokedAt=conditions.rfc3339(now),
+        )
         await self.patch(account, patch)
         emit("Normal", "Expired", message)
         log.info("Expired %s/%s, revoked %.3fs after expiresAt", account.namespace, account.name, lag)
@@ -193,8 +247,13 @@ class Reconciler:
             if provider_type == "kubernetes":  # needs nothing from the provider object to clean up
                 spec = ProviderSpec(kubernetes=KubernetesBlock())
                 return Provider(kind="ClusterAccountProvider", name="(deleted)", spec=spec)
-            log.warning("Provider of %s/%s is gone; its %s identity cannot be revoked by the operator and "
-                        "relies on the provider's own expiry", account.namespace, account.name, provider_type)
+            log.warning(
+                "Provider of %s/%s is gone; its %s identity cannot be revoked by the operator and "
+                "relies on the provider's own expiry",
+                account.namespace,
+                account.name,
+                provider_type,
+            )
             return None
 
     async def delete_record(self, body: dict[str, Any], emit: Emit) -> None:
@@ -206,16 +265,32 @@ class Reconciler:
     async def patch(self, account: AgentAccount, status: dict[str, Any]) -> None:
         await self.kube.patch_account_status(account.namespace, account.name, status)
 
-    async def _record_error(self, namespace: str, name: str, generation: int, current: dict[str, Any],
-                            exc: AgentAccountsError, emit: Emit) -> None:
+    async def _record_error(
+        self,
+        namespace: str,
+        name: str,
+        generation: int,
+        current: dict[str, Any],
+        exc: AgentAccountsError,
+        emit: Emit,
+    ) -> None:
         permanent = isinstance(exc, PermanentError)
         changed = conditions.current_reason(current) != exc.reason or current.get("phase") not in (
-            "Failed" if permanent else "Pending", "Ready")
+            "Failed" if permanent else "Pending",
+            "Ready",
+        )
         metrics.FAILED.labels(exc.reason).inc()
         if current.get("phase") == "Ready" and not permanent:
             return  # a healthy identity stays Ready while an update is retried
-        patch = conditions.phase_patch(current, "Failed" if permanent else "Pending", False, exc.reason,
-                                       exc.message, generation, self.now())
+        patch = conditions.phase_patch(
+            current,
+            "Failed" if permanent else "Pending",
+            False,
+            exc.reason,
+            exc.message,
+            generation,
+            self.now(),
+        )
         await self.kube.patch_account_status(namespace, name, patch)
         if changed:
             emit("Warning", "IssueFailed" if permanent else exc.reason, exc.message)

@@ -16,7 +16,9 @@ class Settings(BaseSettings):
 
     namespaces: list[str] = Field(default_factory=list, description="watch only these; empty = all")
     metrics_port: int = Field(default=8080, ge=0, le=65535, description="0 disables /metrics")
-    liveness: str | None = Field(default=None, description="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    liveness: str | None = Field(
+        default=None, description="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
+    )
     # Server URL written into generated kubeconfigs. In a pod, the operator's own client talks to the
     # service IP, which agents in other pods can reach as kubernetes.default.svc too; outside a cluster
     # (tests, demo) the operator's own URL is the right default.
@@ -25,8 +27,12 @@ class Settings(BaseSettings):
     # default is to wait forever). The server-side timeout makes the API server end idle watches.
     watch_server_timeout: int = Field(default=300, ge=10)
     watch_client_timeout: int = Field(default=330, ge=10)
-    provider_retry_seconds: float = Field(default=5.0, gt=0, description="retry delay while a provider is missing")
-    orphan_sweep_seconds: float = Field(default=300.0, gt=0, description="Cloudflare orphan-token sweep period")
+    provider_retry_seconds: float = Field(
+        default=5.0, gt=0, description="retry delay while a provider is missing"
+    )
+    orphan_sweep_seconds: float = Field(
+        default=300.0, gt=0, description="Cloudflare orphan-token sweep period"
+    )
     cloudflare_budget: int = Field(default=1100, gt=0, description="requests per window per parent token")
     cloudflare_window_seconds: float = Field(default=300.0, gt=0)
     workers: int = Field(default=0, ge=0, description="0 = kopf default")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ class Stopped(Protocol):
 
     def __bool__(self) -> bool: ...
 
-    async def wait(self, timeout: float | None = None) -> Any: ...
+    def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
 
 
 class Wakeups:
@@ -66,8 +67,15 @@ def _seconds_until(at: datetime | None, now: datetime) -> float:
     return MAX_SLEEP if at is None else min(MAX_SLEEP, max(0.0, (at - now).total_seconds()))
 
 
-async def run(reconciler: Reconciler, namespace: str, name: str, uid: str, stopped: Stopped,
-              wakeups: Wakeups, emit: Emit) -> None:
+async def run(
+    reconciler: Reconciler,
+    namespace: str,
+    name: str,
+    uid: str,
+    stopped: Stopped,
+    wakeups: Wakeups,
+    emit: Emit,
+) -> None:
     wake = wakeups.event(uid)
     try:
         while not stopped:

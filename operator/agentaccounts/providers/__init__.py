@@ -35,7 +35,9 @@ Builder = Callable[[ProviderObject, Deps], Awaitable[Provider]]
 
 
 async def _kubernetes(obj: ProviderObject, deps: Deps) -> Provider:
-    return KubernetesProvider(deps.kube, obj.spec.kubernetes or KubernetesBlock(), deps.kubeconfig_server, deps.now)
+    return KubernetesProvider(
+        deps.kube, obj.spec.kubernetes or KubernetesBlock(), deps.kubeconfig_server, deps.now
+    )
 
 
 REGISTRY: dict[str, Builder] = {"kubernetes": _kubernetes}

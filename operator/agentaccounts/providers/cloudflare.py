@@ -41,7 +41,7 @@ from agentaccounts.providers.cloudflare_tokens import CatalogCache, TokenFlow
 
 log = logging.getLogger(__name__)
 
-# Permission groups change rarely: resolve names to IDs at most every 10 minutes per provider.
+# Permission groups change rarely: resolve names to IDs at most every 10 minutes per account.
 CATALOG_TTL = timedelta(minutes=10)
 ORPHAN_MIN_AGE = timedelta(minutes=10)  # see TokenFlow.sweep_orphans
 

@@ -2,18 +2,17 @@
 
 This is the ONE place where Cloudflare's answers become `agentaccounts.errors` (`raise ... from exc`):
 
-| Cloudflare says                                   | we raise                                           |
-|---------------------------------------------------|----------------------------------------------------|
-| 2xx with `success: true`                          | nothing: the envelope's `result`                   |
-| 404 where the caller said `missing_ok`            | nothing: None ("already gone" is success)          |
-| quota: code 1004/1040 or quota wording            | QuotaExceeded(delay=60)                            |
-| 429 (any other)                                   | hold the whole budget for `retry-after`, retry; a  |
-|                                                   | long hold or repeated 429 -> RateLimited(delay)    |
-| 408, 409, 5xx, timeouts, dropped connections      | retry with full-jitter backoff 0.5 s -> 8 s, then  |
-|                                                   | ProviderUnavailable                                |
-| 401, or code 10000/9109/1000 (authentication)     | ProviderRejected: the parent token is invalid      |
-| code 1032 (challenge expired), 1041 (unavailable) | ProviderUnavailable                                |
-| any other 4xx                                     | ProviderRejected with Cloudflare's code and message|
+| Cloudflare says                                  | we do                                                |
+|--------------------------------------------------|------------------------------------------------------|
+| 2xx, `success: true`                             | return `result`                                      |
+| 404 where the caller said `missing_ok`           | return None ("already gone" is success)              |
+| quota: code 1004 / 1040, or quota wording        | QuotaExceeded(delay=60)                              |
+| any other 429                                    | hold the whole budget for `retry-after`, then retry; |
+|                                                  | a long hold or repeated 429s: RateLimited(delay)     |
+| 408, 409, 5xx, timeouts, dropped connections     | backoff 0.5 s -> 8 s (full jitter), then Unavailable |
+| 401, or code 10000 / 9109 / 1000                 | ProviderRejected: the parent token is invalid        |
+| code 1032 (challenge used up), 1041 (unavailable)| ProviderUnavailable                                  |
+| any other 4xx                                    | ProviderRejected with Cloudflare's code and message  |
 
 Non-idempotent calls (POST) are retried only when Cloudflare cannot have acted on them (429, or the
 connection was never made): retrying a create after a 5xx or a read timeout could mint a second token
@@ -247,7 +246,5 @@ def _status_error(response: httpx.Response) -> httpx.HTTPStatusError:
     except httpx.HTTPStatusError as exc:
         return exc
     return httpx.HTTPStatusError(
-        f"unsuccessful Cloudflare envelope (HTTP {response.status_code})",
-        request=response.request,
-        response=response,
+        "unsuccessful Cloudflare envelope", request=response.request, response=response
     )

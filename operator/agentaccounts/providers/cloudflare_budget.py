@@ -106,9 +106,9 @@ class RequestBudget:
 
 def budget_key(parent_token: str | None) -> str:
     """Registry key for a token: its SHA-256 (never the value); "anonymous" for unauthenticated calls."""
-    if not parent_token:
+    if not parent_token or not parent_token.strip():
         return "anonymous"
-    return hashlib.sha256(parent_token.encode()).hexdigest()
+    return hashlib.sha256(parent_token.strip().encode()).hexdigest()  # strip: as the provider sends it
 
 
 class BudgetRegistry:

@@ -189,6 +189,21 @@ def r2_jurisdictions(scopes: Iterable[Scope], catalog: Catalog, account_id: str)
     return (found or {"default"}) if touches else None
 
 
+def r2_jurisdictions_granted(policies: Any, catalog: Catalog, account_id: str) -> set[str] | None:
+    """Like r2_jurisdictions, for the policies of an existing token (as Cloudflare returns them)."""
+    r2_ids = {group.id for groups in catalog.values() for group in groups if group.is_r2}
+    prefix = f"{BUCKET}.{account_id}_"
+    found: set[str] = set()
+    touches = False
+    for policy in policies if isinstance(policies, list) else []:
+        touches |= any(group.get("id") in r2_ids for group in policy.get("permission_groups") or [])
+        for key in policy.get("resources") or {}:
+            if key.startswith(prefix):
+                touches = True
+                found.add(key[len(prefix) :].split("_", 1)[0])
+    return (found or {"default"}) if touches else None
+
+
 def r2_endpoint(account_id: str, jurisdiction: str = "default") -> str:
     infix = "" if jurisdiction == "default" else f".{jurisdiction}"
     return f"https://{account_id}{infix}.r2.cloudflarestorage.com"

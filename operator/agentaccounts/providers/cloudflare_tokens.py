@@ -7,7 +7,9 @@ the orphan sweep can tell ours from everyone else's.
 Idempotency, in the order `issue` checks:
 1. status recorded a token id and Cloudflare still has it: update it in place (PUT policies and
    expires_on, so lifetime edits move the expiry); the value cannot be read back, so the Secret keeps
-   its data (`secret_data=None`).
+   its data (`secret_data=None`). Exception: when a scope edit changes which R2 keys the Secret needs
+   (S3 credentials appear, disappear or change endpoint), the secret key is derived from the value,
+   so the value is rolled (`PUT .../value`) and the whole Secret is rewritten.
 2. Otherwise, tokens with exactly our name but no recorded id are leftovers of a crash between create
    and record (or of a create whose answer was lost). Their value is unrecoverable, so adopting them
    is impossible: they are deleted and a fresh token is created. Deleting is safe because the name
@@ -36,6 +38,7 @@ from agentaccounts.providers.cloudflare_scopes import (
     catalog_from_api,
     r2_credentials,
     r2_jurisdictions,
+    r2_jurisdictions_granted,
 )
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,7 @@ class TokenFlow:
             "expires_on": expires_on,
         }
         note = f"Cloudflare expires this token at {expires_on}; the operator deletes it on expiry."
+        r2 = r2_jurisdictions(request.scopes, catalog, self._account_id)
         known = request.existing.id if request.existing and request.existing.kind == KIND else ""
         if known:
             current = await self._api.call("GET", f"{self._base}/{known}", missing_ok=True)
@@ -140,7 +144,13 @@ class TokenFlow:
                     raise ObjectConflict(f"Cloudflare token {known} is not named {name!r}: not ours")
                 await self._api.call("PUT", f"{self._base}/{known}", json=body)
                 log.info("Updated Cloudflare token %s (%s), expires %s", known, name, expires_on)
-                return Issued(AccountRef(kind=KIND, id=known, name=name), secret_data=None, note=note)
+                ref = AccountRef(kind=KIND, id=known, name=name)
+                if r2_jurisdictions_granted(current.get("policies"), catalog, self._account_id) == r2:
+                    return Issued(ref, secret_data=None, note=note)
+                rolled = await self._api.call("PUT", f"{self._base}/{known}/value", json={})
+                value = pick({"value": rolled}, "token roll", "value")
+                log.info("Rolled Cloudflare token %s: the R2 credentials it implies changed", known)
+                return Issued(ref, secret_data=self._secret_data(known, str(value), r2), note=note)
         for stale in await self._ids_named(name):
             log.warning("Deleting unrecorded Cloudflare token %s (%s): its value is lost", stale, name)
             await self._api.call("DELETE", f"{self._base}/{stale}", missing_ok=True)
@@ -149,11 +159,13 @@ class TokenFlow:
         ref = AccountRef(kind=KIND, id=str(token_id), name=name)
         await record(ref)
         log.info("Created Cloudflare token %s (%s), expires %s", token_id, name, expires_on)
-        data = {"CLOUDFLARE_API_TOKEN": str(value), "CLOUDFLARE_ACCOUNT_ID": self._account_id}
-        jurisdictions = r2_jurisdictions(request.scopes, catalog, self._account_id)
-        if jurisdictions is not None:
-            data.update(r2_credentials(self._account_id, ref.id, str(value), jurisdictions))
-        return Issued(ref, secret_data=data, note=note)
+        return Issued(ref, secret_data=self._secret_data(ref.id, str(value), r2), note=note)
+
+    def _secret_data(self, token_id: str, value: str, r2: set[str] | None) -> dict[str, str]:
+        data = {"CLOUDFLARE_API_TOKEN": value, "CLOUDFLARE_ACCOUNT_ID": self._account_id}
+        if r2 is not None:
+            data.update(r2_credentials(self._account_id, token_id, value, r2))
+        return data
 
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
         # 404 is success: the token expired and was cleaned up, or an earlier revoke got there first.
@@ -162,8 +174,8 @@ class TokenFlow:
         else:
             ids = await self._ids_named(token_name(request.namespace, request.name, request.uid))
         for token_id in ids:
-            await self._api.call("DELETE", f"{self._base}/{token_id}", missing_ok=True)
-            log.info("Deleted Cloudflare token %s", token_id)
+            gone = await self._api.call("DELETE", f"{self._base}/{token_id}", missing_ok=True) is None
+            log.info("Cloudflare token %s %s", token_id, "was already gone" if gone else "deleted")
 
     async def sweep_orphans(self, live_uids: set[str], min_age: timedelta) -> list[str]:
         """Delete our tokens whose AgentAccount is gone; tokens younger than `min_age` are spared."""

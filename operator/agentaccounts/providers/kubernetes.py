@@ -20,7 +20,7 @@ from agentaccounts import ownership
 from agentaccounts.errors import ObjectConflict, ProviderRejected, ProviderUnavailable
 from agentaccounts.kube import AlreadyExists, Kube, KubeApiError
 from agentaccounts.models import AccountRef, KubernetesBlock
-from agentaccounts.providers.base import IssueRequest, Issued, Recorder
+from agentaccounts.providers.base import Issued, IssueRequest, Recorder
 from agentaccounts.providers.kubernetes_rbac import kubeconfig, object_name, rules_for
 
 MIN_TOKEN_SECONDS = 600  # the TokenRequest API's minimum expirationSeconds
@@ -29,8 +29,9 @@ MIN_TOKEN_SECONDS = 600  # the TokenRequest API's minimum expirationSeconds
 class KubernetesProvider:
     type = "kubernetes"
 
-    def __init__(self, kube: Kube, block: KubernetesBlock, server: str | None,
-                 now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, kube: Kube, block: KubernetesBlock, server: str | None, now: Callable[[], datetime]
+    ) -> None:
         self.kube = kube
         self.server = block.server or server or kube.server
         self.now = now
@@ -43,14 +44,20 @@ class KubernetesProvider:
         rules = rules_for(request.scopes, await self.kube.served_resources())
         meta = ownership.metadata(name, request.namespace, request.name, request.uid)
         try:
-            await self._ensure(request, "ServiceAccount", {"metadata": meta, "automountServiceAccountToken": False})
+            await self._ensure(
+                request, "ServiceAccount", {"metadata": meta, "automountServiceAccountToken": False}
+            )
             await record(AccountRef(kind="ServiceAccount", name=name, namespace=request.namespace))
             await self._ensure(request, "Role", {"metadata": meta, "rules": rules})
-            await self._ensure(request, "RoleBinding", {
-                "metadata": meta,
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": request.namespace}],
-            })
+            await self._ensure(
+                request,
+                "RoleBinding",
+                {
+                    "metadata": meta,
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                    "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": request.namespace}],
+                },
+            )
             seconds = max(MIN_TOKEN_SECONDS, math.ceil((request.expires_at - self.now()).total_seconds()))
             token, _ = await self.kube.request_token(request.namespace, name, seconds)
             ca = await self._ca(request.namespace)
@@ -74,8 +81,8 @@ class KubernetesProvider:
             # ServiceAccount first: from this moment its tokens are rejected.
             for kind in ("ServiceAccount", "RoleBinding", "Role"):
                 existing = await self.kube.get(kind, request.namespace, name)
-                if ownership.owned_by(existing, request.uid):
-                    await self.kube.delete(kind, request.namespace, name, uid=existing["metadata"]["uid"])  # type: ignore[index]
+                if existing is not None and ownership.owned_by(existing, request.uid):
+                    await self.kube.delete(kind, request.namespace, name, uid=existing["metadata"]["uid"])
         except KubeApiError as exc:
             raise _translate(exc) from exc
 
@@ -98,8 +105,13 @@ class KubernetesProvider:
         if kind == "RoleBinding" and existing.get("roleRef") != body["roleRef"]:
             await self.kube.delete(kind, request.namespace, body["metadata"]["name"])  # roleRef is immutable
             await self.kube.create(kind, request.namespace, body)
-        elif any(existing.get(k) != v for k, v in body.items() if k not in ("metadata", "apiVersion", "kind")):
-            body["metadata"] = {**body["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
+        elif any(
+            existing.get(k) != v for k, v in body.items() if k not in ("metadata", "apiVersion", "kind")
+        ):
+            body["metadata"] = {
+                **body["metadata"],
+                "resourceVersion": existing["metadata"]["resourceVersion"],
+            }
             await self.kube.replace(kind, request.namespace, body)
 
     async def _ca(self, namespace: str) -> str:
@@ -108,8 +120,11 @@ class KubernetesProvider:
         return str(((configmap or {}).get("data") or {}).get("ca.crt") or self.kube.ca_pem())
 
 
-_API_VERSION = {"ServiceAccount": "v1", "Role": "rbac.authorization.k8s.io/v1",
-                "RoleBinding": "rbac.authorization.k8s.io/v1"}
+_API_VERSION = {
+    "ServiceAccount": "v1",
+    "Role": "rbac.authorization.k8s.io/v1",
+    "RoleBinding": "rbac.authorization.k8s.io/v1",
+}
 
 
 def _translate(exc: KubeApiError) -> Exception:

@@ -58,8 +58,11 @@ def rules_for(scopes: list[Scope], served: dict[str, set[str]]) -> list[dict[str
             grants.setdefault(key, set()).update(verbs)
     rules = []
     for (group, resource, names), verbs in sorted(grants.items()):
-        rule: dict[str, Any] = {"apiGroups": [group], "resources": [resource],
-                                "verbs": [v for v in VERBS if v in verbs]}
+        rule: dict[str, Any] = {
+            "apiGroups": [group],
+            "resources": [resource],
+            "verbs": [v for v in VERBS if v in verbs],
+        }
         if names:
             rule["resourceNames"] = list(names)
         rules.append(rule)
@@ -83,9 +86,16 @@ def kubeconfig(server: str, ca_pem: str, namespace: str, token: str, user: str) 
     cluster: dict[str, Any] = {"server": server}
     if ca_pem:
         cluster["certificate-authority-data"] = base64.b64encode(ca_pem.encode()).decode()
-    return json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "agent",
-        "clusters": [{"name": "cluster", "cluster": cluster}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "agent", "context": {"cluster": "cluster", "user": user, "namespace": namespace}}],
-    }, indent=2)
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "agent",
+            "clusters": [{"name": "cluster", "cluster": cluster}],
+            "users": [{"name": user, "user": {"token": token}}],
+            "contexts": [
+                {"name": "agent", "context": {"cluster": "cluster", "user": user, "namespace": namespace}}
+            ],
+        },
+        indent=2,
+    )
