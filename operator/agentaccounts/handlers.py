@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 
 from agentaccounts import kube as kube_module
-from agentaccounts import timer
+from agentaccounts import provider_objects, timer
 from agentaccounts.errors import PermanentError, TemporaryError
 from agentaccounts.reconcile import Emit, Reconciler
 from agentaccounts.settings import Settings
@@ -26,7 +26,12 @@ STATE: dict[str, Any] = {}  # reconciler, wakeups, settings: set once by `config
 
 
 def configure(reconciler: Reconciler, settings: Settings) -> None:
-    STATE.update(reconciler=reconciler, wakeups=timer.Wakeups(), settings=settings)
+    STATE.update(
+        reconciler=reconciler,
+        wakeups=timer.Wakeups(),
+        settings=settings,
+        sweeps=provider_objects.SweepSchedule(settings.orphan_sweep_seconds),
+    )
 
 
 def _emitter(body: kopf.Body) -> Emit:
@@ -89,6 +94,47 @@ async def expiry(
 async def remove(body: kopf.Body, **_: Any) -> None:
     with _translated():
         await STATE["reconciler"].revoke(dict(body), "deleted", _emitter(body))
+
+
+@kopf.on.resume(GROUP, "accountproviders")
+@kopf.on.create(GROUP, "accountproviders")
+@kopf.on.update(GROUP, "accountproviders", field="spec")
+async def report_provider(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+    reconciler = STATE["reconciler"]
+    status = await provider_objects.report(reconciler.deps, "AccountProvider", dict(body))
+    await reconciler.kube.patch_status("AccountProvider", namespace or "", name, status)
+
+
+@kopf.on.resume(GROUP, "clusteraccountproviders")
+@kopf.on.create(GROUP, "clusteraccountproviders")
+@kopf.on.update(GROUP, "clusteraccountproviders", field="spec")
+async def report_cluster_provider(body: kopf.Body, name: str, **_: Any) -> None:
+    reconciler = STATE["reconciler"]
+    status = await provider_objects.report(reconciler.deps, "ClusterAccountProvider", dict(body))
+    await reconciler.kube.patch_status("ClusterAccountProvider", "", name, status)
+
+
+# kopf fixes timer intervals at import time, before settings exist: the timer ticks often and
+# provider_objects.SweepSchedule decides when a sweep is due (settings.orphan_sweep_seconds).
+SWEEP_TICK = 2.0
+
+
+@kopf.timer(GROUP, "accountproviders", interval=SWEEP_TICK)
+async def sweep_provider(body: kopf.Body, uid: str, **_: Any) -> None:
+    if STATE["sweeps"].due(uid):
+        with _translated():
+            await provider_objects.sweep(
+                STATE["reconciler"].deps, "AccountProvider", dict(body), _emitter(body)
+            )
+
+
+@kopf.timer(GROUP, "clusteraccountproviders", interval=SWEEP_TICK)
+async def sweep_cluster_provider(body: kopf.Body, uid: str, **_: Any) -> None:
+    if STATE["sweeps"].due(uid):
+        with _translated():
+            await provider_objects.sweep(
+                STATE["reconciler"].deps, "ClusterAccountProvider", dict(body), _emitter(body)
+            )
 
 
 async def run_operator(settings: Settings) -> None:

@@ -247,26 +247,51 @@ class Kube:
         )
         return list((result or {}).get("items", []))
 
-    async def list_custom(self, kind: str) -> list[dict[str, Any]]:
-        api = self._custom()
-        result = await self._call(
-            f"list {kind}", api.list_cluster_custom_object, GROUP, VERSION, PLURALS[kind]
-        )
+    async def list_custom(self, kind: str, namespace: str = "") -> list[dict[str, Any]]:
+        """All objects of one of our kinds: in `namespace`, or cluster-wide when it is empty."""
+        api, plural = self._custom(), PLURALS[kind]
+        if namespace:
+            result = await self._call(
+                f"list {kind} in {namespace}",
+                api.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+            )
+        else:
+            result = await self._call(f"list {kind}", api.list_cluster_custom_object, GROUP, VERSION, plural)
         return list((result or {}).get("items", []))
 
+    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """JSON merge patch of the status subresource of one of our objects."""
+        api, plural = self._custom(), PLURALS[kind]
+        body = {"status": status}
+        if namespace:
+            await self._call(
+                f"patch status of {kind} {namespace}/{name}",
+                api.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                body,
+            )
+        else:
+            await self._call(
+                f"patch status of {kind} {name}",
+                api.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                plural,
+                name,
+                body,
+            )
+
     async def patch_account_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """JSON merge patch of the status subresource (None values remove fields)."""
-        api = self._custom()
-        await self._call(
-            f"patch status of AgentAccount {namespace}/{name}",
-            api.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            "agentaccounts",
-            name,
-            {"status": status},
-        )
+        """JSON merge patch of an AgentAccount's status (None values remove fields)."""
+        await self.patch_status("AgentAccount", namespace, name, status)
 
     async def delete_account(self, namespace: str, name: str, uid: str) -> None:
         api = self._custom()

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     )
     cloudflare_budget: int = Field(default=1100, gt=0, description="requests per window per parent token")
     cloudflare_window_seconds: float = Field(default=300.0, gt=0)
+    # A throttled call waits up to this long; beyond it the account goes Pending/RateLimited and retries.
+    cloudflare_max_wait_seconds: float = Field(default=10.0, ge=0)
+    # Tokens younger than this are never swept: their AgentAccount may not have recorded them yet.
+    cloudflare_orphan_min_age_seconds: float = Field(default=600.0, ge=0)
     workers: int = Field(default=0, ge=0, description="0 = kopf default")
     leader_elect: bool = False
     leader_election_namespace: str = "default"

@@ -14,10 +14,14 @@ from typing import Any
 
 import httpx
 
+from agentaccounts.errors import InvalidSpec, ProviderNotFound
 from agentaccounts.kube import Kube
 from agentaccounts.models import KubernetesBlock
 from agentaccounts.models import Provider as ProviderObject
 from agentaccounts.providers.base import Provider
+from agentaccounts.providers.cloudflare import CATALOG_TTL, CloudflareProvider
+from agentaccounts.providers.cloudflare_budget import BudgetRegistry
+from agentaccounts.providers.cloudflare_tokens import CatalogCache
 from agentaccounts.providers.kubernetes import KubernetesProvider
 
 
@@ -40,7 +44,45 @@ async def _kubernetes(obj: ProviderObject, deps: Deps) -> Provider:
     )
 
 
-REGISTRY: dict[str, Builder] = {"kubernetes": _kubernetes}
+async def _cloudflare(obj: ProviderObject, deps: Deps) -> Provider:
+    block = obj.spec.cloudflare
+    assert block is not None
+    shared = deps.shared.setdefault("cloudflare", {})
+    if not shared:
+        s = deps.settings
+        shared["budgets"] = BudgetRegistry(
+            s.cloudflare_budget if s else 1100,
+            s.cloudflare_window_seconds if s else 300.0,
+            max_wait=s.cloudflare_max_wait_seconds if s else 10.0,
+        )
+        shared["catalogs"] = CatalogCache(CATALOG_TTL, deps.now)
+    if deps.http is None:
+        deps.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+    token = None if block.mode == "temporaryAccount" else await parent_token(obj, deps)
+    return CloudflareProvider.create(
+        block, token, deps.http, shared["budgets"].for_token(token), now=deps.now, catalogs=shared["catalogs"]
+    )
+
+
+async def parent_token(obj: ProviderObject, deps: Deps) -> str:
+    """Read the parent API token from the Secret the provider names. Never logged."""
+    ref = obj.spec.cloudflare.api_token_secret_ref if obj.spec.cloudflare else None
+    if ref is None:
+        raise InvalidSpec(f"{obj.kind} {obj.name!r}: mode token needs apiTokenSecretRef")
+    namespace = ref.namespace or obj.namespace
+    if obj.namespace and namespace != obj.namespace:
+        raise InvalidSpec(f"AccountProvider {obj.name!r} may only read Secrets in its own namespace")
+    if not namespace:
+        raise InvalidSpec(f"ClusterAccountProvider {obj.name!r}: apiTokenSecretRef.namespace is required")
+    value = await deps.kube.read_secret_key(namespace, ref.name, ref.key)
+    if not value:
+        raise ProviderNotFound(
+            f"parent token Secret {namespace}/{ref.name} (key {ref.key!r}) not found or empty; waiting for it"
+        )
+    return value
+
+
+REGISTRY: dict[str, Builder] = {"kubernetes": _kubernetes, "cloudflare": _cloudflare}
 
 
 def register(name: str, builder: Builder) -> None:
