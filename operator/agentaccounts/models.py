@@ -26,11 +26,14 @@ MAX_DURATION = timedelta(days=3650)
 
 def parse_duration(text: str) -> timedelta:
     """Go-style duration with days: "45s", "30m", "1h30m", "2d", "0s". No sign, no fractions."""
-    if not isinstance(text, str) or not _DURATION.match(text):
+    if not isinstance(text, str) or not _DURATION.fullmatch(text):
         raise ValueError(
             f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d), e.g. 30m or 1h30m"
         )
-    return timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in _PART.findall(text)))
+    seconds = sum(int(n) * _UNIT[u] for n, u in _PART.findall(text))
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {text!r} is longer than the maximum of 3650d")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:

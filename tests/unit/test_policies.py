@@ -297,9 +297,8 @@ def test_on_timer_for_expired_records(
 
 
 def test_expired_record_with_a_very_long_keep_expired_for_waits_instead_of_crashing() -> None:
-    # "3000000d" (~8,200 years, i.e. "keep forever") is a valid duration and fits the CRD schema;
-    # revokedAt + keepExpiredFor is past datetime.max, which must not turn the timer into a crash loop.
-    acct = account(keep="3000000d", phase="Expired", expires_at=NOW, revoked_at=NOW)
+    # "3650d" (models.MAX_DURATION, "keep forever" in practice) must wait, not overflow or crash.
+    acct = account(keep="3650d", phase="Expired", expires_at=NOW, revoked_at=NOW)
     decision = policies.on_timer(acct, NOW + HOUR)
     assert decision.action == "wait"
     assert decision.at is None or decision.at > NOW + HOUR

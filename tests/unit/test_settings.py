@@ -21,6 +21,8 @@ DEFAULTS: dict[str, Any] = {
     "orphan_sweep_seconds": 300.0,
     "cloudflare_budget": 1100,
     "cloudflare_window_seconds": 300.0,
+    "cloudflare_max_wait_seconds": 10.0,
+    "cloudflare_orphan_min_age_seconds": 600.0,
     "workers": 0,
     "leader_elect": False,
     "leader_election_namespace": "default",
