@@ -1,0 +1,86 @@
+"""A crash between any two steps of an issue never leaves duplicates: the next attempt adopts.
+
+The operator is driven in-process here so the crash can be placed exactly: a Kube adapter that dies
+("SIGKILL") after its N-th write to the API server, for every N the issue path has. Then a fresh
+reconciler, as after a restart, finishes the job.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from agentaccounts.kube import Kube
+from agentaccounts.providers import Deps
+from agentaccounts.reconcile import Reconciler
+from integration.support import create_account, get_account, labelled, secret_data
+
+WRITES = ("create", "replace", "patch_status", "request_token", "delete")
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing on the way catches it."""
+
+
+class CrashingKube(Kube):
+    def __init__(self, api_client: client.ApiClient, crash_after: int) -> None:
+        super().__init__(api_client)
+        self.writes, self.crash_after = 0, crash_after
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = super().__getattribute__(name)
+        if name in WRITES:
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                self.writes += 1
+                if self.writes > self.crash_after:
+                    raise Crash(f"killed before write #{self.writes} ({name})")
+                return await attr(*args, **kwargs)
+            return counted
+        return attr
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _noop(*_: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize("crash_after", range(0, 8))
+async def test_crash_after_any_write_then_restart_leaves_exactly_one_of_everything(
+    cluster: Any, api: client.ApiClient, namespace: str, in_cluster_provider: str, crash_after: int
+) -> None:
+    name = "crashy"
+    body = create_account(api, namespace, name, providerRef={"kind": "ClusterAccountProvider",
+                          "name": in_cluster_provider}, lifetime="1h",
+                          scopes=[{"permissions": ["get"], "resources": ["configmaps"]}])
+    crashing = CrashingKube(cluster.api_client(), crash_after)
+    try:
+        with pytest.raises(Crash):
+            await Reconciler(Deps(kube=crashing, now=_now)).ensure_issued(body, _noop)
+    except pytest.fail.Exception:
+        # No crash: the issue path has fewer writes than `crash_after`; nothing to prove for this N.
+        assert crashing.writes <= crash_after
+    finally:
+        crashing.close()
+
+    restarted = Kube(cluster.api_client())
+    try:
+        fresh = get_account(api, namespace, name)
+        assert fresh is not None
+        await Reconciler(Deps(kube=restarted, now=_now)).ensure_issued(fresh, _noop)
+    finally:
+        restarted.close()
+
+    final = get_account(api, namespace, name) or {}
+    assert final["status"]["phase"] == "Ready"
+    owned = labelled(api, namespace, body["metadata"]["uid"])
+    assert owned == {"ServiceAccount": ["agentaccount-crashy"], "Role": ["agentaccount-crashy"],
+                     "RoleBinding": ["agentaccount-crashy"], "Secret": ["crashy-credentials"]}
+    assert secret_data(api, namespace, "crashy-credentials")["token"]
+    if fresh.get("status", {}).get("expiresAt"):  # a restart never extends the lifetime
+        assert final["status"]["expiresAt"] == fresh["status"]["expiresAt"]
