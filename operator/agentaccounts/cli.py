@@ -17,6 +17,9 @@ import os
 import signal
 import socket
 import sys
+import urllib.parse
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,6 +112,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 async def _run(settings: Settings, kube: Kube) -> int:
     from agentaccounts import handlers  # imports kopf; only `run` needs it
 
+    # Every API call runs in a worker thread (kube.py). asyncio's default pool has cpu+4 threads,
+    # which serialises bursts (50 accounts expiring in the same second); calls mostly wait on I/O.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=settings.api_threads))
+
     deps = Deps(kube=kube, now=utcnow, kubeconfig_server=settings.kubeconfig_server, settings=settings)
     handlers.configure(Reconciler(deps), settings)
     metrics.serve(settings.metrics_port)
@@ -117,7 +124,8 @@ async def _run(settings: Settings, kube: Kube) -> int:
         return 0
     store, identity = LeaseStore(kube), settings.pod_name or f"{socket.gethostname()}-{os.getpid()}"
     where = (settings.leader_election_namespace, settings.leader_election_name)
-    await leader.acquire(store, identity, *where)
+    async with _standby_health(settings.liveness):
+        await leader.acquire(store, identity, *where)
     work = asyncio.ensure_future(handlers.run_operator(settings))
     keep = asyncio.ensure_future(leader.hold(store, identity, *where))
     try:
@@ -132,6 +140,31 @@ async def _run(settings: Settings, kube: Kube) -> int:
         with contextlib.suppress(BaseException):
             await asyncio.gather(work, keep, return_exceptions=True)
         await leader.release(store, identity, *where)
+
+
+@contextlib.asynccontextmanager
+async def _standby_health(url: str | None) -> AsyncIterator[None]:
+    """Answer the liveness probe while waiting for the Lease: a standby is healthy, not dead. kopf
+    serves the same URL once we lead, so this server closes before kopf starts."""
+    if not url:
+        yield
+        return
+    from aiohttp import web  # kopf's own HTTP stack; nothing new to install
+
+    parts = urllib.parse.urlsplit(url)
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.json_response({"leader": False})
+
+    app = web.Application()
+    app.router.add_get(parts.path or "/", healthy)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, parts.hostname, parts.port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

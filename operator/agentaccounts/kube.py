@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -110,13 +111,15 @@ class Kube:
             return handle.read()
 
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        # _preload_content=False: take the JSON as it came. Building the client's model objects and
+        # turning them back into dicts costs ~1 ms of CPU per call, which adds up in bursts.
         try:
-            result = await asyncio.to_thread(fn, *args, **kwargs)
+            response = await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise _error(exc, what) from None  # the client's exception repr includes request headers
-        return self.api_client.sanitize_for_serialization(result)
+        return json.loads(response.data) if response.data else {}
 
     async def _obj(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         """`_call` for calls that return one object (None for 404)."""
@@ -168,6 +171,16 @@ class Kube:
         except Conflict:  # precondition failed: a newer object with that name is not ours to delete
             return False
         return result is not None
+
+    async def delete_labelled(self, kind: str, namespace: str, selector: str) -> None:
+        """Delete every `kind` in `namespace` matching `selector`, in one call (deletecollection)."""
+        await self._call(
+            f"delete {kind} in {namespace} ({selector})",
+            self._method("delete_collection", kind),
+            namespace,
+            label_selector=selector,
+            propagation_policy="Background",
+        )
 
     async def request_token(
         self, namespace: str, service_account: str, seconds: int, bound_secret: tuple[str, str] | None = None

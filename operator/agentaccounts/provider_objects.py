@@ -96,7 +96,9 @@ async def sweep(deps: Deps, kind: str, body: dict[str, Any], emit: Emit) -> list
         return []
     live = {a["metadata"]["uid"] for a in await _accounts(deps)}
     min_age = deps.settings.cloudflare_orphan_min_age_seconds if deps.settings else 600.0
-    deleted: list[str] = await sweeper(live, min_age=timedelta(seconds=min_age))
+    # Only the watched namespaces' accounts are known: tokens of any other namespace are not ours to judge.
+    watched = set(deps.settings.namespaces) if deps.settings and deps.settings.namespaces else None
+    deleted: list[str] = await sweeper(live, min_age=timedelta(seconds=min_age), namespaces=watched)
     for item in deleted:
         emit("Normal", "OrphanDeleted", f"deleted Cloudflare token {item}: no live AgentAccount records it")
         log.info("Deleted orphaned Cloudflare token %s", item)

@@ -26,14 +26,16 @@ from agentaccounts.errors import (
     LifetimeExceeded,
     PermanentError,
     ProviderNotFound,
+    ProviderUnavailable,
     SecretConflict,
 )
-from agentaccounts.kube import Kube
+from agentaccounts.kube import AlreadyExists, Kube
 from agentaccounts.models import AccountRef, AgentAccount, KubernetesBlock, Provider, ProviderSpec
 from agentaccounts.providers import Deps, provider_for
 from agentaccounts.providers.base import Issued, IssueRequest
 
 log = logging.getLogger(__name__)
+PROVIDER_CACHE_SECONDS = 2.0
 Emit = Callable[[str, str, str], None]  # (Normal|Warning, reason, message) -> posts a Kubernetes Event
 
 
@@ -50,6 +52,7 @@ class Reconciler:
         self.deps = deps
         self.kube: Kube = deps.kube
         self.now = deps.now
+        self._providers: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
 
     # -- issue ----------------------------------------------------------------------------------
     async def ensure_issued(self, body: dict[str, Any], emit: Emit) -> dict[str, Any] | None:
@@ -156,7 +159,7 @@ class Reconciler:
     async def resolve_provider(self, account: AgentAccount) -> Provider:
         ref = account.spec.provider_ref
         namespace = account.namespace if ref.kind == "AccountProvider" else ""
-        body = await self.kube.get_custom(ref.kind, namespace, ref.name)
+        body = await self._provider_body(ref.kind, namespace, ref.name)
         if body is None:
             where = f" in namespace {namespace}" if namespace else ""
             raise ProviderNotFound(
@@ -169,6 +172,17 @@ class Reconciler:
             raise InvalidSpec(f"{ref.kind} {ref.name!r} is invalid: {exc.errors()[0]['msg']}") from None
         return Provider(kind=ref.kind, namespace=namespace, name=ref.name, spec=spec)
 
+    async def _provider_body(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Provider objects, cached for PROVIDER_CACHE_SECONDS: a burst of accounts (or of expiries) through
+        one provider reads it once. Short enough that an edited or new provider counts almost at once."""
+        key, now = (kind, namespace, name), time.monotonic()
+        cached = self._providers.get(key)
+        if cached and now - cached[0] < PROVIDER_CACHE_SECONDS and cached[1] is not None:
+            return cached[1]
+        body = await self.kube.get_custom(kind, namespace, name)
+        self._providers[key] = (now, body)
+        return body
+
     async def _check_secret(self, account: AgentAccount) -> dict[str, Any] | None:
         secret = await self.kube.get("Secret", account.namespace, account.secret_name)
         if secret is not None and not ownership.owned_by(secret, account.uid):
@@ -179,20 +193,23 @@ class Reconciler:
         return secret
 
     async def _write_secret(self, account: AgentAccount, issued: Issued, expires_at: datetime) -> None:
-        existing = await self._check_secret(account)
         meta = ownership.metadata(account.secret_name, account.namespace, account.name, account.uid)
         meta["annotations"] = {"agentaccounts.dev/expires-at": conditions.rfc3339(expires_at)}
-        if issued.secret_data is None:
-            assert existing is not None
-            data = existing.get("data") or {}
-        else:
-            data = {k: base64.b64encode(v.encode()).decode() for k, v in issued.secret_data.items()}
-        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta, "data": data}
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta}
+        if issued.secret_data is not None:
+            body["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in issued.secret_data.items()}
+            try:  # the common case, a new account: one call
+                await self.kube.create("Secret", account.namespace, body)
+                return
+            except AlreadyExists:
+                pass
+        existing = await self._check_secret(account)  # refuses a foreign Secret, untouched
         if existing is None:
-            await self.kube.create("Secret", account.namespace, body)
-        else:
-            meta["resourceVersion"] = existing["metadata"]["resourceVersion"]
-            await self.kube.replace("Secret", account.namespace, body)
+            raise ProviderUnavailable(f"Secret {account.namespace}/{account.secret_name} vanished; retrying")
+        if issued.secret_data is None:
+            body["data"] = existing.get("data") or {}
+        meta["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        await self.kube.replace("Secret", account.namespace, body)
 
     # -- expire / remove ------------------------------------------------------------------------
     async def revoke(self, body: dict[str, Any], why: str, emit: Emit) -> dict[str, Any] | None:
@@ -207,10 +224,8 @@ class Reconciler:
             provider = await provider_for(provider_obj, self.deps)
             expires_at = status.expires_at or self.now()
             await provider.revoke(self._request(account, expires_at), status.account_ref)
-        secret = await self.kube.get("Secret", account.namespace, account.secret_name)
-        if secret is not None and ownership.owned_by(secret, account.uid):
-            uid = secret["metadata"]["uid"]
-            await self.kube.delete("Secret", account.namespace, account.secret_name, uid=uid)
+        # Only Secrets carrying this account's UID label: a foreign Secret is never touched.
+        await self.kube.delete_labelled("Secret", account.namespace, ownership.selector(account.uid))
         now = self.now()
         metrics.EXPIRY.discard(account.uid)
         if status.phase in ("Ready", "Pending") or status.account_ref:

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     cloudflare_max_wait_seconds: float = Field(default=10.0, ge=0)
     # Tokens younger than this are never swept: their AgentAccount may not have recorded them yet.
     cloudflare_orphan_min_age_seconds: float = Field(default=600.0, ge=0)
-    workers: int = Field(default=0, ge=0, description="0 = kopf default")
+    api_threads: int = Field(default=64, ge=1, description="worker threads for Kubernetes API calls")
     leader_elect: bool = False
     leader_election_namespace: str = "default"
     leader_election_name: str = "agentaccounts-operator"

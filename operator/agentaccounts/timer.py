@@ -51,16 +51,19 @@ class Wakeups:
         self._events.pop(uid, None)
 
 
-async def _sleep(stopped: Stopped, wake: asyncio.Event, seconds: float) -> None:
+async def _sleep(stopped: Stopped, wake: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True if it ran the full time (nobody woke us, nothing stopped us)."""
     if seconds <= 0:
-        return
+        return True
     waiters = {asyncio.ensure_future(stopped.wait(seconds)), asyncio.ensure_future(wake.wait())}
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
-        wake.clear()
+    woken = wake.is_set()
+    wake.clear()
+    return not woken and not stopped
 
 
 def _seconds_until(at: datetime | None, now: datetime) -> float:
@@ -77,22 +80,30 @@ async def run(
     emit: Emit,
 ) -> None:
     wake = wakeups.event(uid)
+    body: dict[str, Any] | None = None
     try:
         while not stopped:
-            body = await reconciler.kube.get_custom("AgentAccount", namespace, name)
-            if body is None or body["metadata"]["uid"] != uid:
-                return  # gone (or replaced by a newer object, which has its own timer)
-            if body["metadata"].get("deletionTimestamp"):
-                return  # the finalizer revokes
+            # Re-read unless we slept undisturbed until a due time: then nothing changed the status
+            # (its only other writer, the issue handler, wakes us), and at expiresAt every call saved
+            # is revocation lag saved.
+            if body is None:
+                body = await reconciler.kube.get_custom("AgentAccount", namespace, name)
+                if body is None or body["metadata"]["uid"] != uid:
+                    return  # gone (or replaced by a newer object, which has its own timer)
+                if body["metadata"].get("deletionTimestamp"):
+                    return  # the finalizer revokes
+            current, body = body, None
             try:
-                decision = policies.on_timer(parse(body), reconciler.now())
+                decision = policies.on_timer(parse(current), reconciler.now())
                 if decision.action == "revoke":
-                    await reconciler.revoke(body, "expired", emit)
+                    await reconciler.revoke(current, "expired", emit)
                 elif decision.action == "delete":
-                    await reconciler.delete_record(body, emit)
+                    await reconciler.delete_record(current, emit)
                     return
                 else:
-                    await _sleep(stopped, wake, _seconds_until(decision.at, reconciler.now()))
+                    undisturbed = await _sleep(stopped, wake, _seconds_until(decision.at, reconciler.now()))
+                    if undisturbed and decision.at is not None and reconciler.now() >= decision.at:
+                        body = current  # slept undisturbed until the due time: act on what we have
             except TemporaryError as exc:
                 log.warning("%s/%s: %s, retrying in %.0fs", namespace, name, exc.message, exc.delay)
                 await _sleep(stopped, wake, exc.delay)

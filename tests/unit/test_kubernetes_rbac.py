@@ -114,14 +114,15 @@ def test_verbs_merge_per_group_resource_and_name() -> None:
             scope(["get"], ["configmaps", "secrets/a"]),
             scope(["list", "get"], ["configmaps"]),
             scope(["watch"], ["configmaps", "secrets/b"]),
-            scope(["delete"], ["secrets/a", "leases.coordination.k8s.io/lock"]),
+            scope(["list"], ["secrets/a"]),
+            scope(["delete"], ["leases.coordination.k8s.io/lock"]),
             scope(["update"], ["leases.coordination.k8s.io/lock"]),
         ],
         SERVED,
     )
     assert rules == [
         rule("", "configmaps", ["get", "list", "watch"]),
-        rule("", "secrets", ["get", "delete"], ["a"]),
+        rule("", "secrets", ["get", "list"], ["a"]),
         rule("", "secrets", ["watch"], ["b"]),
         rule("coordination.k8s.io", "leases", ["update", "delete"], ["lock"]),
     ]
@@ -279,3 +280,19 @@ def test_kubeconfig_survives_awkward_yaml_values() -> None:
     assert context["namespace"] == "yes"
     assert context["user"] == "null"
     assert config["users"][0]["user"]["token"] == "#not-a-comment: x"
+
+
+@pytest.mark.parametrize(
+    "resource", ["secrets", "secrets/a", "serviceaccounts", "roles.rbac.authorization.k8s.io",
+                 "rolebindings.rbac.authorization.k8s.io"],
+)
+@pytest.mark.parametrize("verb", ["create", "update", "patch", "delete", "deletecollection"])
+def test_writing_escalating_resources_is_refused(resource: str, verb: str) -> None:
+    with pytest.raises(InvalidSpec, match="escalate"):
+        rules_for([scope([verb], [resource])], SERVED)
+
+
+def test_reading_escalating_resources_is_allowed() -> None:
+    assert rules_for([scope(["get", "list", "watch"], ["secrets"])], SERVED) == [
+        rule("", "secrets", ["get", "list", "watch"])
+    ]

@@ -77,7 +77,9 @@ async def parent_token(obj: ProviderObject, deps: Deps) -> str:
     value = await deps.kube.read_secret_key(namespace, ref.name, ref.key)
     if not value:
         raise ProviderNotFound(
-            f"parent token Secret {namespace}/{ref.name} (key {ref.key!r}) not found or empty; waiting for it"
+            f"parent token Secret {namespace}/{ref.name} (key {ref.key!r}) not found or empty; "
+            "waiting for it",
+            delay=deps.settings.provider_retry_seconds if deps.settings else 5.0,
         )
     return value
 

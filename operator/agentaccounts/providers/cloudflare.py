@@ -25,7 +25,7 @@ budget registry keys on its SHA-256.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -108,16 +108,24 @@ class CloudflareProvider:
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
         await self._flow.revoke(request, ref)
 
-    async def sweep_orphans(self, live_uids: set[str], *, min_age: timedelta = ORPHAN_MIN_AGE) -> list[str]:
+    async def sweep_orphans(
+        self,
+        live_uids: set[str],
+        *,
+        min_age: timedelta = ORPHAN_MIN_AGE,
+        namespaces: Collection[str] | None = None,
+    ) -> list[str]:
         """Delete tokens named `agentaccounts/...` whose uid is not in `live_uids`; return what was deleted.
 
         Tokens younger than `min_age` are spared (an account created after `live_uids` was computed).
-        Assumes one operator installation per Cloudflare account: another installation's tokens look
-        like orphans here. Temporary accounts have nothing to sweep (Cloudflare deletes them).
+        `namespaces` are those whose AgentAccounts `live_uids` covers (None: all): tokens named after
+        any other namespace are never swept. Assumes one operator installation per Cloudflare account
+        and namespace: another installation's tokens look like orphans here. Temporary accounts have
+        nothing to sweep (Cloudflare deletes them).
         """
         if self._tokens is None:
             return []
-        deleted = await self._tokens.sweep_orphans(live_uids, min_age)
+        deleted = await self._tokens.sweep_orphans(live_uids, min_age, namespaces)
         if deleted:
             log.info("Swept %d orphaned Cloudflare token(s)", len(deleted))
         return deleted

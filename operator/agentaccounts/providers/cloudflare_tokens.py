@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,12 +60,35 @@ def token_name(namespace: str, name: str, uid: str) -> str:
     return f"{PREFIX}{namespace[:ns_room]}/{name[: room - ns_room]}/{uid}"
 
 
-def uid_from_name(name: str) -> str | None:
-    """The uid of a token we named, or None for any other token."""
+def owner_from_name(name: str) -> tuple[str, str, str] | None:
+    """(namespace, name, uid) of a token we named (namespace and name maybe shortened), else None."""
     parts = name.split("/")
     if len(parts) == 4 and f"{parts[0]}/" == PREFIX and all(parts[1:]):
-        return parts[3]
+        return parts[1], parts[2], parts[3]
     return None
+
+
+def uid_from_name(name: str) -> str | None:
+    """The uid of a token we named, or None for any other token."""
+    owner = owner_from_name(name)
+    return owner[2] if owner else None
+
+
+def in_namespaces(name: str, namespaces: Collection[str] | None) -> bool:
+    """Whether a token we named belongs to one of `namespaces` (None: every namespace).
+
+    An operator that watches only some namespaces knows only their AgentAccounts, so it must never
+    judge a token of another namespace an orphan: that would delete a live token of an account it
+    cannot see (another installation, same Cloudflare account). A name shortened to MAX_NAME may
+    carry a shortened namespace, which matches any watched namespace it begins.
+    """
+    owner = owner_from_name(name)
+    if owner is None:
+        return False
+    if namespaces is None:
+        return True
+    shortened = len(name) >= MAX_NAME
+    return any(owner[0] == ns or (shortened and ns.startswith(owner[0])) for ns in namespaces)
 
 
 def rfc3339(moment: datetime) -> str:
@@ -177,13 +200,18 @@ class TokenFlow:
             gone = await self._api.call("DELETE", f"{self._base}/{token_id}", missing_ok=True) is None
             log.info("Cloudflare token %s %s", token_id, "was already gone" if gone else "deleted")
 
-    async def sweep_orphans(self, live_uids: set[str], min_age: timedelta) -> list[str]:
-        """Delete our tokens whose AgentAccount is gone; tokens younger than `min_age` are spared."""
+    async def sweep_orphans(
+        self, live_uids: set[str], min_age: timedelta, namespaces: Collection[str] | None = None
+    ) -> list[str]:
+        """Delete our tokens whose AgentAccount is gone; tokens younger than `min_age` are spared, and
+        so are tokens of namespaces outside `namespaces` (None: all), whose accounts we cannot see."""
         now, doomed = self._now(), []
         async for token in self._api.pages(self._base):
             name = str(token.get("name", ""))
             uid = uid_from_name(name)
             if uid is None or uid in live_uids or not token.get("id"):
+                continue
+            if not in_namespaces(name, namespaces):
                 continue
             # An account created after the caller listed live uids must not lose its brand-new token.
             issued = _parse_time(token.get("issued_on"))

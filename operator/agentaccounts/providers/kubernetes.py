@@ -11,6 +11,7 @@ immediate even though the TokenRequest API will not mint tokens shorter than 10 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -44,10 +45,12 @@ class KubernetesProvider:
         rules = rules_for(request.scopes, await self.kube.served_resources())
         meta = ownership.metadata(name, request.namespace, request.name, request.uid)
         try:
-            await self._ensure(
+            sa_uid = await self._ensure(
                 request, "ServiceAccount", {"metadata": meta, "automountServiceAccountToken": False}
             )
-            await record(AccountRef(kind="ServiceAccount", name=name, namespace=request.namespace))
+            # The ServiceAccount's uid lets revocation delete it with one call, no read first.
+            ref = AccountRef(kind="ServiceAccount", name=name, namespace=request.namespace, id=sa_uid)
+            await record(ref)
             await self._ensure(request, "Role", {"metadata": meta, "rules": rules})
             await self._ensure(
                 request,
@@ -64,7 +67,7 @@ class KubernetesProvider:
         except KubeApiError as exc:
             raise _translate(exc) from exc
         return Issued(
-            account_ref=AccountRef(kind="ServiceAccount", name=name, namespace=request.namespace),
+            account_ref=ref,
             secret_data={
                 "kubeconfig": kubeconfig(self.server, ca, request.namespace, token, name),
                 "token": token,
@@ -77,42 +80,48 @@ class KubernetesProvider:
 
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
         name = ref.name if ref and ref.kind == "ServiceAccount" else object_name(request.name)
+        selector = ownership.selector(request.uid)  # only objects carrying this account's UID label
         try:
-            # ServiceAccount first: from this moment its tokens are rejected.
-            for kind in ("ServiceAccount", "RoleBinding", "Role"):
-                existing = await self.kube.get(kind, request.namespace, name)
-                if existing is not None and ownership.owned_by(existing, request.uid):
-                    await self.kube.delete(kind, request.namespace, name, uid=existing["metadata"]["uid"])
+            # ServiceAccount first: from this moment its tokens are rejected. With its uid recorded
+            # that is a single DELETE (the uid precondition makes sure it is the one we made).
+            if ref and ref.kind == "ServiceAccount" and ref.id:
+                await self.kube.delete("ServiceAccount", request.namespace, name, uid=ref.id)
+            await self.kube.delete_labelled("ServiceAccount", request.namespace, selector)
+            await asyncio.gather(
+                self.kube.delete_labelled("RoleBinding", request.namespace, selector),
+                self.kube.delete_labelled("Role", request.namespace, selector),
+            )
         except KubeApiError as exc:
             raise _translate(exc) from exc
 
-    async def _ensure(self, request: IssueRequest, kind: str, body: dict[str, Any]) -> None:
-        """Create, or adopt-and-update an object carrying our UID label; never touch a foreign one."""
+    async def _ensure(self, request: IssueRequest, kind: str, body: dict[str, Any]) -> str:
+        """Create, or adopt-and-update an object carrying our UID label; never touch a foreign one.
+        Returns the object's uid. Create first: on the common path (a new account) that is one call."""
         body = {"apiVersion": _API_VERSION[kind], "kind": kind, **body}
-        existing = await self.kube.get(kind, request.namespace, body["metadata"]["name"])
-        if existing is None:
-            try:
-                await self.kube.create(kind, request.namespace, body)
-                return
-            except AlreadyExists:  # lost a race with ourselves: re-read and adopt below
-                existing = await self.kube.get(kind, request.namespace, body["metadata"]["name"])
-        if not ownership.owned_by(existing, request.uid):
+        name = body["metadata"]["name"]
+        try:
+            created = await self.kube.create(kind, request.namespace, body)
+            if created is not None:
+                return str(created["metadata"]["uid"])
+        except AlreadyExists:
+            pass  # ours from an earlier attempt (adopt below), or someone else's (refuse below)
+        existing = await self.kube.get(kind, request.namespace, name)
+        if existing is None or not ownership.owned_by(existing, request.uid):
             raise ObjectConflict(
-                f"{kind} {request.namespace}/{body['metadata']['name']} exists and does not belong to this "
+                f"{kind} {request.namespace}/{name} exists and does not belong to this "
                 f"AgentAccount (no {ownership.UID_LABEL}={request.uid} label); it was left untouched"
             )
-        assert existing is not None
         if kind == "RoleBinding" and existing.get("roleRef") != body["roleRef"]:
-            await self.kube.delete(kind, request.namespace, body["metadata"]["name"])  # roleRef is immutable
-            await self.kube.create(kind, request.namespace, body)
-        elif any(
-            existing.get(k) != v for k, v in body.items() if k not in ("metadata", "apiVersion", "kind")
-        ):
+            await self.kube.delete(kind, request.namespace, name)  # roleRef is immutable
+            recreated = await self.kube.create(kind, request.namespace, body)
+            return str((recreated or existing)["metadata"]["uid"])
+        if any(existing.get(k) != v for k, v in body.items() if k not in ("metadata", "apiVersion", "kind")):
             body["metadata"] = {
                 **body["metadata"],
                 "resourceVersion": existing["metadata"]["resourceVersion"],
             }
             await self.kube.replace(kind, request.namespace, body)
+        return str(existing["metadata"]["uid"])
 
     async def _ca(self, namespace: str) -> str:
         # The root-ca publisher puts the cluster CA in every namespace; fall back to our own trust.

@@ -16,6 +16,16 @@ from agentaccounts.errors import InvalidSpec, UnknownResource
 from agentaccounts.models import Scope
 
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+READ_VERBS = {"get", "list", "watch"}
+# Writing these lets an agent mint itself more power than its scopes say: a service-account-token
+# Secret or a new ServiceAccount yields other credentials, a Role or RoleBinding grants anything the
+# operator holds. Agents may read them, never write them.
+ESCALATING = {
+    ("", "secrets"),
+    ("", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+}
 MAX_NAME = 253
 
 
@@ -51,6 +61,11 @@ def rules_for(scopes: list[Scope], served: dict[str, set[str]]) -> list[dict[str
         if not scope.resources:
             raise InvalidSpec("the kubernetes provider needs resources in every scope (e.g. configmaps)")
         for ref in map(parse_resource, scope.resources):
+            if (ref.group, ref.resource) in ESCALATING and verbs - READ_VERBS:
+                raise InvalidSpec(
+                    f"resource {str(ref)!r}: agents may only get, list or watch it (writing "
+                    f"{ref.resource} would let an agent escalate its own privileges)"
+                )
             if ref.resource not in served.get(ref.group, set()):
                 where = f"API group {ref.group!r}" if ref.group else "the core API group"
                 raise UnknownResource(f"resource {str(ref)!r}: {ref.resource!r} is not served in {where}")
