@@ -36,10 +36,16 @@ class RunningCluster:
     def api_client(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
-    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             ["kubectl", f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True, text=True, check=check, input=input, timeout=120,
+            capture_output=True,
+            text=True,
+            check=check,
+            input=input,
+            timeout=120,
         )
 
 
@@ -64,12 +70,22 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[RunningCluster]:
         pytest.fail(f"local control plane did not start: {exc}", pytrace=False)
     crds = subprocess.run(
         ["kubectl", f"--kubeconfig={handle.kubeconfig}", "apply", "--server-side", "-f", str(REPO / "crds")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert crds.returncode == 0, crds.stderr
     subprocess.run(
-        ["kubectl", f"--kubeconfig={handle.kubeconfig}", "wait", "--for=condition=Established",
-         "crd", "--all", "--timeout=60s"], capture_output=True, check=True,
+        [
+            "kubectl",
+            f"--kubeconfig={handle.kubeconfig}",
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ],
+        capture_output=True,
+        check=True,
     )
     try:
         yield RunningCluster(handle)

@@ -83,8 +83,14 @@ def _ldflags(target: Target) -> str:
     if target.module != "k8s.io/kubernetes":
         return "-s -w"
     major, minor = target.version.removeprefix("v").split(".")[:2]
-    stamps = {"gitVersion": target.version, "gitMajor": major, "gitMinor": minor, "gitTreeState": "clean",
-              "gitCommit": "0000000000000000000000000000000000000000", "buildDate": "1970-01-01T00:00:00Z"}
+    stamps = {
+        "gitVersion": target.version,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "buildDate": "1970-01-01T00:00:00Z",
+    }
     pkgs = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
     return " ".join(["-s", "-w", *(f"-X {p}.{k}={v}" for p in pkgs for k, v in stamps.items())])
 
@@ -146,7 +152,11 @@ def build(target: Target) -> None:
             started = time.monotonic()
             _step(f"building {name} {target.version} (a cold build takes several minutes)")
             out = work / name
-            _go(["build", "-trimpath", f"-ldflags={_ldflags(target)}", "-o", str(out), target.packages[name]], work, env)
+            _go(
+                ["build", "-trimpath", f"-ldflags={_ldflags(target)}", "-o", str(out), target.packages[name]],
+                work,
+                env,
+            )
             shutil.move(out, binary_path(name))  # atomic enough: only a finished binary gets the name
             _step(f"built {name} in {time.monotonic() - started:.0f}s -> {binary_path(name)}")
 
@@ -157,7 +167,10 @@ def _step(msg: str) -> None:
 
 def main() -> int:
     if shutil.which("go") is None:
-        print("error: no Go toolchain on PATH; install Go >= 1.24 (https://go.dev/dl) and retry.", file=sys.stderr)
+        print(
+            "error: no Go toolchain on PATH; install Go >= 1.24 (https://go.dev/dl) and retry.",
+            file=sys.stderr,
+        )
         return 2
     try:
         for target in TARGETS:

@@ -144,7 +144,9 @@ def _wait_ready(cluster: Cluster, deadline: float) -> None:
     while time.monotonic() < deadline:
         for name in cluster.pids:
             if not _alive(cluster.pids[name], name):
-                raise ClusterError(f"{name} exited during start-up. Last log lines:\n{_log_tail(cluster, name)}")
+                raise ClusterError(
+                    f"{name} exited during start-up. Last log lines:\n{_log_tail(cluster, name)}"
+                )
         if _get(cluster, "/readyz")[0] == 200 and _get(cluster, "/api/v1/namespaces/default")[0] == 200:
             return
         time.sleep(0.2)  # poll interval, not synchronisation: the loop is bounded by `deadline`
@@ -179,7 +181,9 @@ def up(directory: Path, die_with_parent: bool = False) -> Cluster:
     if existing:
         print(f"[cluster] cleaning stale state in {directory}", file=sys.stderr)
         down(directory)
-    missing = [n for n in ("etcd", "kube-apiserver", "kube-controller-manager") if not build.binary_path(n).exists()]
+    missing = [
+        n for n in ("etcd", "kube-apiserver", "kube-controller-manager") if not build.binary_path(n).exists()
+    ]
     if missing:
         raise ClusterError(f"binaries missing: {', '.join(missing)}. Build them with `make binaries`.")
     if directory.exists():
@@ -189,48 +193,75 @@ def up(directory: Path, die_with_parent: bool = False) -> Cluster:
     certs = pki.make_pki(directory / "pki")
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     cluster.server = f"https://127.0.0.1:{api_port}"
-    cluster.kubeconfig.write_text(pki.kubeconfig(cluster.server, certs, certs.admin_cert, certs.admin_key, "admin"))
+    cluster.kubeconfig.write_text(
+        pki.kubeconfig(cluster.server, certs, certs.admin_cert, certs.admin_key, "admin")
+    )
     cm_kubeconfig = directory / "controller-manager.kubeconfig"
     cm_kubeconfig.write_text(
         pki.kubeconfig(cluster.server, certs, certs.cm_cert, certs.cm_key, "system:kube-controller-manager")
     )
     try:
-        _spawn(cluster, "etcd", [
-            "--name=local", f"--data-dir={directory / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
-            f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
-            f"--initial-cluster=local=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync=true",  # a throwaway test store: durability is not worth the fsyncs
-            "--log-level=warn",
-        ], die_with_parent)
-        _spawn(cluster, "kube-apiserver", [
-            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
-            f"--tls-cert-file={certs.serving_cert}", f"--tls-private-key-file={certs.serving_key}",
-            f"--client-ca-file={certs.ca}", f"--cert-dir={directory / 'pki'}",
-            "--authorization-mode=RBAC",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={certs.sa_pub}",
-            f"--service-account-signing-key-file={certs.sa_key}",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--profiling=false", "--v=0",
-        ], die_with_parent)
+        _spawn(
+            cluster,
+            "etcd",
+            [
+                "--name=local",
+                f"--data-dir={directory / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=local=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync=true",  # a throwaway test store: durability is not worth the fsyncs
+                "--log-level=warn",
+            ],
+            die_with_parent,
+        )
+        _spawn(
+            cluster,
+            "kube-apiserver",
+            [
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                f"--tls-cert-file={certs.serving_cert}",
+                f"--tls-private-key-file={certs.serving_key}",
+                f"--client-ca-file={certs.ca}",
+                f"--cert-dir={directory / 'pki'}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={certs.sa_pub}",
+                f"--service-account-signing-key-file={certs.sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--profiling=false",
+                "--v=0",
+            ],
+            die_with_parent,
+        )
         deadline = time.monotonic() + READY_TIMEOUT
         _wait_ready(cluster, deadline)
         # The controller manager starts once RBAC is bootstrapped (part of /readyz): earlier, its
         # delegated authentication cannot read kube-system/extension-apiserver-authentication.
         cm_port = free_port()
-        _spawn(cluster, "kube-controller-manager", [
-            f"--kubeconfig={cm_kubeconfig}",
-            f"--authentication-kubeconfig={cm_kubeconfig}", f"--authorization-kubeconfig={cm_kubeconfig}",
-            "--bind-address=127.0.0.1", f"--secure-port={cm_port}",
-            "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
-            "serviceaccount-token-controller,root-ca-certificate-publisher-controller",
-            f"--service-account-private-key-file={certs.sa_key}", f"--root-ca-file={certs.ca}",
-            "--leader-elect=false", "--use-service-account-credentials=true",  # per-controller RBAC, as kubeadm runs it
-        ], die_with_parent)
+        _spawn(
+            cluster,
+            "kube-controller-manager",
+            [
+                f"--kubeconfig={cm_kubeconfig}",
+                f"--authentication-kubeconfig={cm_kubeconfig}",
+                f"--authorization-kubeconfig={cm_kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={cm_port}",
+                "--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,"
+                "serviceaccount-token-controller,root-ca-certificate-publisher-controller",
+                f"--service-account-private-key-file={certs.sa_key}",
+                f"--root-ca-file={certs.ca}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=true",  # per-controller RBAC, as kubeadm runs it
+            ],
+            die_with_parent,
+        )
         _wait_healthy(cluster, "kube-controller-manager", f"https://127.0.0.1:{cm_port}/healthz", deadline)
     except BaseException:
         down(directory, keep_logs=True)
@@ -275,7 +306,9 @@ def main() -> int:
         if args.command == "up":
             started = time.monotonic()
             cluster = up(directory)
-            print(f"[cluster] ready in {time.monotonic() - started:.1f}s at {cluster.server}", file=sys.stderr)
+            print(
+                f"[cluster] ready in {time.monotonic() - started:.1f}s at {cluster.server}", file=sys.stderr
+            )
             print(f"[cluster] export KUBECONFIG={cluster.kubeconfig}", file=sys.stderr)
             print(cluster.kubeconfig)
         elif args.command == "down":

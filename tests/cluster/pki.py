@@ -83,7 +83,9 @@ def make_pki(directory: Path) -> Pki:
     def leaf(cert_path: Path, key_path: Path, subject: x509.Name, server: bool) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = _builder(subject, ca_name, key.public_key()).add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         if server:
@@ -120,9 +122,13 @@ def kubeconfig(server: str, pki: Pki, cert: Path, key: Path, user: str) -> str:
         {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(pki.ca)}}],
+            "clusters": [
+                {"name": "local", "cluster": {"server": server, "certificate-authority": str(pki.ca)}}
+            ],
             "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
-            "contexts": [{"name": "local", "context": {"cluster": "local", "user": user, "namespace": "default"}}],
+            "contexts": [
+                {"name": "local", "context": {"cluster": "local", "user": user, "namespace": "default"}}
+            ],
             "current-context": "local",
         },
         indent=2,

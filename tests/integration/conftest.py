@@ -21,10 +21,16 @@ def api(cluster: Any) -> Iterator[client.ApiClient]:
 @pytest.fixture(scope="session")
 def in_cluster_provider(cluster: Any) -> str:
     api = cluster.api_client()
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterAccountProvider",
-            "metadata": {"name": "in-cluster"}, "spec": {"kubernetes": {}, "maxLifetime": "24h"}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterAccountProvider",
+        "metadata": {"name": "in-cluster"},
+        "spec": {"kubernetes": {}, "maxLifetime": "24h"},
+    }
     try:
-        client.CustomObjectsApi(api).create_cluster_custom_object(GROUP, VERSION, "clusteraccountproviders", body)
+        client.CustomObjectsApi(api).create_cluster_custom_object(
+            GROUP, VERSION, "clusteraccountproviders", body
+        )
     except client.ApiException as exc:
         if exc.status != 409:
             raise

@@ -48,13 +48,25 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, namespaces: list[str], env: dict[str, str] | None = None) -> None:
         self.health_port, self.metrics_port = free_port(), free_port()
         self.log = Path(tempfile.mkstemp(prefix="operator-", suffix=".log")[1])
-        args = [sys.executable, "-m", "agentaccounts", "run", "--metrics-port", str(self.metrics_port),
-                "--liveness", f"http://127.0.0.1:{self.health_port}/healthz"]
+        args = [
+            sys.executable,
+            "-m",
+            "agentaccounts",
+            "run",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--liveness",
+            f"http://127.0.0.1:{self.health_port}/healthz",
+        ]
         for ns in namespaces:
             args += ["--namespace", ns]
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})})
+            self.proc = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})},
+            )
         wait_for(self._healthy, 30, "the operator's liveness endpoint")
 
     def _healthy(self) -> bool:
@@ -92,8 +104,12 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
 
 
 def create_account(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> dict[str, Any]:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AgentAccount",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentAccount",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
     return custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "agentaccounts", body)  # type: ignore[no-any-return]
 
 
@@ -138,7 +154,8 @@ def status_of(call: Callable[[], Any]) -> int:
 
 def events_for(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str]]:
     events = client.CoreV1Api(api).list_namespaced_event(
-        namespace, field_selector=f"involvedObject.kind=AgentAccount,involvedObject.name={name}")
+        namespace, field_selector=f"involvedObject.kind=AgentAccount,involvedObject.name={name}"
+    )
     return [(e.type, e.reason) for e in events.items]
 
 
@@ -147,8 +164,18 @@ def labelled(api: client.ApiClient, namespace: str, uid: str) -> dict[str, list[
     selector = f"agentaccounts.dev/account-uid={uid}"
     core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
     return {
-        "ServiceAccount": [o.metadata.name for o in core.list_namespaced_service_account(namespace, label_selector=selector).items],
-        "Role": [o.metadata.name for o in rbac.list_namespaced_role(namespace, label_selector=selector).items],
-        "RoleBinding": [o.metadata.name for o in rbac.list_namespaced_role_binding(namespace, label_selector=selector).items],
-        "Secret": [o.metadata.name for o in core.list_namespaced_secret(namespace, label_selector=selector).items],
+        "ServiceAccount": [
+            o.metadata.name
+            for o in core.list_namespaced_service_account(namespace, label_selector=selector).items
+        ],
+        "Role": [
+            o.metadata.name for o in rbac.list_namespaced_role(namespace, label_selector=selector).items
+        ],
+        "RoleBinding": [
+            o.metadata.name
+            for o in rbac.list_namespaced_role_binding(namespace, label_selector=selector).items
+        ],
+        "Secret": [
+            o.metadata.name for o in core.list_namespaced_secret(namespace, label_selector=selector).items
+        ],
     }

@@ -10,8 +10,17 @@ from typing import Any
 from kubernetes import client
 
 from integration.support import (
-    OperatorProcess, agent_api, condition, create_account, events_for, get_account, labelled, phase,
-    secret_data, status_of, wait_for,
+    OperatorProcess,
+    agent_api,
+    condition,
+    create_account,
+    events_for,
+    get_account,
+    labelled,
+    phase,
+    secret_data,
+    status_of,
+    wait_for,
 )
 
 READ_CONFIGMAPS = [{"permissions": ["get", "list"], "resources": ["configmaps"]}]
@@ -31,8 +40,15 @@ def test_agent_gets_exactly_what_was_granted_until_expiry(
 ) -> None:
     operator = start_operator(namespace)
     client.CoreV1Api(api).create_namespaced_config_map(namespace, {"metadata": {"name": "app-config"}})
-    account = create_account(api, namespace, "triage", providerRef=_ref(in_cluster_provider), lifetime="6s",
-                             scopes=READ_CONFIGMAPS, keepExpiredFor="1h")
+    account = create_account(
+        api,
+        namespace,
+        "triage",
+        providerRef=_ref(in_cluster_provider),
+        lifetime="6s",
+        scopes=READ_CONFIGMAPS,
+        keepExpiredFor="1h",
+    )
     wait_for(lambda: phase(api, namespace, "triage") == "Ready", 20, "Ready")
     assert condition(api, namespace, "triage")["status"] == "True"
     data = secret_data(api, namespace, "triage-credentials")
@@ -47,19 +63,27 @@ def test_agent_gets_exactly_what_was_granted_until_expiry(
         assert status_of(lambda: core.delete_namespaced_config_map("app-config", namespace)) == 403
         assert status_of(lambda: core.list_namespaced_config_map("default")) == 403
 
-        wait_for(lambda: status_of(lambda: core.list_namespaced_config_map(namespace)) != 200, 20,
-                 "access to end")
+        wait_for(
+            lambda: status_of(lambda: core.list_namespaced_config_map(namespace)) != 200, 20, "access to end"
+        )
         revoked_after = time.time() - _expires_at(api, namespace, "triage")
         wait_for(lambda: phase(api, namespace, "triage") == "Expired", 5, "Expired")
         # The Role is gone at once (403). kube-apiserver caches a successful token authentication for
         # 10 s, so the deleted ServiceAccount's token turns 401 within that: poll for it.
-        wait_for(lambda: status_of(lambda: core.list_namespaced_config_map(namespace)) == 401, 12,
-                 "the token to be rejected")
+        wait_for(
+            lambda: status_of(lambda: core.list_namespaced_config_map(namespace)) == 401,
+            12,
+            "the token to be rejected",
+        )
     finally:
         agent.close()
     assert revoked_after < 2.0  # access ends within about a second (plus polling) of expiresAt
     assert labelled(api, namespace, account["metadata"]["uid"]) == {
-        "ServiceAccount": [], "Role": [], "RoleBinding": [], "Secret": []}
+        "ServiceAccount": [],
+        "Role": [],
+        "RoleBinding": [],
+        "Secret": [],
+    }
     assert ("Normal", "Issued") in events_for(api, namespace, "triage")
     assert ("Normal", "Expired") in events_for(api, namespace, "triage")
     assert 'agentaccounts_revoked_total{provider="kubernetes",reason="expired"} 1.0' in operator.metrics()
@@ -70,8 +94,15 @@ def test_expired_record_is_deleted_after_keep_expired_for(
     api: client.ApiClient, namespace: str, in_cluster_provider: str, start_operator: Start
 ) -> None:
     start_operator(namespace)
-    create_account(api, namespace, "brief", providerRef=_ref(in_cluster_provider), lifetime="2s",
-                   scopes=READ_CONFIGMAPS, keepExpiredFor="0s")
+    create_account(
+        api,
+        namespace,
+        "brief",
+        providerRef=_ref(in_cluster_provider),
+        lifetime="2s",
+        scopes=READ_CONFIGMAPS,
+        keepExpiredFor="0s",
+    )
     wait_for(lambda: get_account(api, namespace, "brief") is None, 30, "the AgentAccount to be deleted")
 
 
@@ -79,34 +110,63 @@ def test_deleting_the_account_mid_life_revokes_everything(
     api: client.ApiClient, namespace: str, in_cluster_provider: str, start_operator: Start
 ) -> None:
     start_operator(namespace)
-    account = create_account(api, namespace, "deleted", providerRef=_ref(in_cluster_provider), lifetime="1h",
-                             scopes=READ_CONFIGMAPS)
+    account = create_account(
+        api,
+        namespace,
+        "deleted",
+        providerRef=_ref(in_cluster_provider),
+        lifetime="1h",
+        scopes=READ_CONFIGMAPS,
+    )
     wait_for(lambda: phase(api, namespace, "deleted") == "Ready", 20, "Ready")
     agent = agent_api(secret_data(api, namespace, "deleted-credentials")["kubeconfig"])
     try:
         assert status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) == 200
         client.CustomObjectsApi(api).delete_namespaced_custom_object(
-            "agentaccounts.dev", "v1alpha1", namespace, "agentaccounts", "deleted")
+            "agentaccounts.dev", "v1alpha1", namespace, "agentaccounts", "deleted"
+        )
         wait_for(lambda: get_account(api, namespace, "deleted") is None, 20, "the finalizer to finish")
         assert status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) in (401, 403)
-        wait_for(lambda: status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) == 401,
-                 12, "the token to be rejected (after the API server's 10 s authentication cache)")
+        wait_for(
+            lambda: status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) == 401,
+            12,
+            "the token to be rejected (after the API server's 10 s authentication cache)",
+        )
     finally:
         agent.close()
     assert labelled(api, namespace, account["metadata"]["uid"]) == {
-        "ServiceAccount": [], "Role": [], "RoleBinding": [], "Secret": []}
+        "ServiceAccount": [],
+        "Role": [],
+        "RoleBinding": [],
+        "Secret": [],
+    }
 
 
 def test_sigkilled_operator_restarted_after_expiry_revokes_at_once(
     api: client.ApiClient, namespace: str, in_cluster_provider: str, start_operator: Start
 ) -> None:
     first = start_operator(namespace)
-    create_account(api, namespace, "survivor", providerRef=_ref(in_cluster_provider), lifetime="1h",
-                   scopes=READ_CONFIGMAPS)
-    create_account(api, namespace, "crashed", providerRef=_ref(in_cluster_provider), lifetime="4s",
-                   scopes=READ_CONFIGMAPS)
-    wait_for(lambda: phase(api, namespace, "crashed") == "Ready" and phase(api, namespace, "survivor") == "Ready",
-             20, "both Ready")
+    create_account(
+        api,
+        namespace,
+        "survivor",
+        providerRef=_ref(in_cluster_provider),
+        lifetime="1h",
+        scopes=READ_CONFIGMAPS,
+    )
+    create_account(
+        api,
+        namespace,
+        "crashed",
+        providerRef=_ref(in_cluster_provider),
+        lifetime="4s",
+        scopes=READ_CONFIGMAPS,
+    )
+    wait_for(
+        lambda: phase(api, namespace, "crashed") == "Ready" and phase(api, namespace, "survivor") == "Ready",
+        20,
+        "both Ready",
+    )
     survivor_token = secret_data(api, namespace, "survivor-credentials")["token"]
     agent = agent_api(secret_data(api, namespace, "crashed-credentials")["kubeconfig"])
     first.kill()
@@ -117,11 +177,17 @@ def test_sigkilled_operator_restarted_after_expiry_revokes_at_once(
         assert status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) == 200
         restarted_at = time.time()
         start_operator(namespace)
-        wait_for(lambda: status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) != 200,
-                 10, "the restarted operator to revoke the expired identity")
+        wait_for(
+            lambda: status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) != 200,
+            10,
+            "the restarted operator to revoke the expired identity",
+        )
         assert time.time() - restarted_at < 10
-        wait_for(lambda: status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) == 401,
-                 12, "the token to be rejected")
+        wait_for(
+            lambda: status_of(lambda: client.CoreV1Api(agent).list_namespaced_config_map(namespace)) == 401,
+            12,
+            "the token to be rejected",
+        )
     finally:
         agent.close()
     assert phase(api, namespace, "crashed") == "Expired"
@@ -136,8 +202,14 @@ def test_foreign_secret_with_the_target_name_fails_the_account_untouched(
     core = client.CoreV1Api(api)
     core.create_namespaced_secret(namespace, {"metadata": {"name": "mine"}, "stringData": {"keep": "me"}})
     start_operator(namespace)
-    create_account(api, namespace, "conflicted", providerRef=_ref(in_cluster_provider), scopes=READ_CONFIGMAPS,
-                   secretName="mine")
+    create_account(
+        api,
+        namespace,
+        "conflicted",
+        providerRef=_ref(in_cluster_provider),
+        scopes=READ_CONFIGMAPS,
+        secretName="mine",
+    )
     wait_for(lambda: phase(api, namespace, "conflicted") == "Failed", 20, "Failed")
     cond = condition(api, namespace, "conflicted")
     assert cond["reason"] == "SecretConflict" and "mine" in cond["message"]
@@ -150,10 +222,16 @@ def test_operator_judged_errors_become_precise_conditions(
     api: client.ApiClient, namespace: str, in_cluster_provider: str, start_operator: Start
 ) -> None:
     start_operator(namespace)
-    create_account(api, namespace, "greedy", providerRef=_ref(in_cluster_provider), lifetime="2d",
-                   scopes=READ_CONFIGMAPS)
-    create_account(api, namespace, "confused", providerRef=_ref(in_cluster_provider),
-                   scopes=[{"permissions": ["get"], "resources": ["gizmos.example.com"]}])
+    create_account(
+        api, namespace, "greedy", providerRef=_ref(in_cluster_provider), lifetime="2d", scopes=READ_CONFIGMAPS
+    )
+    create_account(
+        api,
+        namespace,
+        "confused",
+        providerRef=_ref(in_cluster_provider),
+        scopes=[{"permissions": ["get"], "resources": ["gizmos.example.com"]}],
+    )
     wait_for(lambda: phase(api, namespace, "greedy") == "Failed", 20, "greedy Failed")
     wait_for(lambda: phase(api, namespace, "confused") == "Failed", 20, "confused Failed")
     greedy, confused = condition(api, namespace, "greedy"), condition(api, namespace, "confused")
@@ -163,7 +241,8 @@ def test_operator_judged_errors_become_precise_conditions(
 
     # Fixing the spec re-issues without a restart.
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
-        "agentaccounts.dev", "v1alpha1", namespace, "agentaccounts", "greedy", {"spec": {"lifetime": "1h"}})
+        "agentaccounts.dev", "v1alpha1", namespace, "agentaccounts", "greedy", {"spec": {"lifetime": "1h"}}
+    )
     wait_for(lambda: phase(api, namespace, "greedy") == "Ready", 20, "greedy Ready after the fix")
 
 
@@ -172,13 +251,24 @@ def test_missing_provider_waits_and_is_picked_up_when_it_appears(
 ) -> None:
     start_operator(namespace, env={"AGENTACCOUNTS_PROVIDER_RETRY_SECONDS": "1"})
     create_account(api, namespace, "patient", providerRef={"name": "later"}, scopes=READ_CONFIGMAPS)
-    wait_for(lambda: condition(api, namespace, "patient").get("reason") == "ProviderNotFound", 20,
-             "ProviderNotFound condition")
+    wait_for(
+        lambda: condition(api, namespace, "patient").get("reason") == "ProviderNotFound",
+        20,
+        "ProviderNotFound condition",
+    )
     assert phase(api, namespace, "patient") == "Pending"
     client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "agentaccounts.dev", "v1alpha1", namespace, "accountproviders",
-        {"apiVersion": "agentaccounts.dev/v1alpha1", "kind": "AccountProvider", "metadata": {"name": "later"},
-         "spec": {"kubernetes": {}}})
+        "agentaccounts.dev",
+        "v1alpha1",
+        namespace,
+        "accountproviders",
+        {
+            "apiVersion": "agentaccounts.dev/v1alpha1",
+            "kind": "AccountProvider",
+            "metadata": {"name": "later"},
+            "spec": {"kubernetes": {}},
+        },
+    )
     wait_for(lambda: phase(api, namespace, "patient") == "Ready", 20, "Ready once the provider exists")
 
 
@@ -189,8 +279,13 @@ def test_scope_edit_updates_the_role_in_place(
     create_account(api, namespace, "growing", providerRef=_ref(in_cluster_provider), scopes=READ_CONFIGMAPS)
     wait_for(lambda: phase(api, namespace, "growing") == "Ready", 20, "Ready")
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
-        "agentaccounts.dev", "v1alpha1", namespace, "agentaccounts", "growing",
-        {"spec": {"scopes": [{"permissions": ["list"], "resources": ["secrets"]}]}})
+        "agentaccounts.dev",
+        "v1alpha1",
+        namespace,
+        "agentaccounts",
+        "growing",
+        {"spec": {"scopes": [{"permissions": ["list"], "resources": ["secrets"]}]}},
+    )
 
     def role_lists_secrets() -> bool:
         role = client.RbacAuthorizationV1Api(api).read_namespaced_role("agentaccount-growing", namespace)
@@ -198,5 +293,11 @@ def test_scope_edit_updates_the_role_in_place(
 
     wait_for(role_lists_secrets, 20, "the Role to follow the new scopes")
     account: dict[str, Any] = get_account(api, namespace, "growing") or {}
-    wait_for(lambda: (get_account(api, namespace, "growing") or {}).get("status", {}).get("observedGeneration")
-             == account["metadata"]["generation"], 20, "observedGeneration to catch up")
+    wait_for(
+        lambda: (
+            (get_account(api, namespace, "growing") or {}).get("status", {}).get("observedGeneration")
+            == account["metadata"]["generation"]
+        ),
+        20,
+        "observedGeneration to catch up",
+    )

@@ -136,7 +136,8 @@ def test_a_named_and_an_unnamed_grant_stay_separate_rules() -> None:
 def test_rules_are_ordered_deterministically_whatever_the_input_order() -> None:
     scopes = [
         scope(["watch", "get"], ["deployments.apps", "configmaps"]),
-        scope(["create"], ["jobs.batch", "secrets/z"]),
+        scope(["create"], ["jobs.batch", "pods"]),
+        scope(["get"], ["secrets/z"]),
         scope(["list"], ["secrets/a", "leases.coordination.k8s.io"]),
     ]
     outputs = {
