@@ -112,5 +112,19 @@ def namespace(cluster: RunningCluster, request: pytest.FixtureRequest) -> Iterat
     try:
         yield name
     finally:
+        # AgentAccounts carry the operator's finalizer; with this test's operator gone they would keep
+        # the namespace Terminating and be picked up by a later test's cluster-wide operator.
+        custom = client.CustomObjectsApi(api)
+        for account in custom.list_namespaced_custom_object(
+            "agentaccounts.dev", "v1alpha1", name, "agentaccounts"
+        )["items"]:
+            custom.patch_namespaced_custom_object(
+                "agentaccounts.dev",
+                "v1alpha1",
+                name,
+                "agentaccounts",
+                account["metadata"]["name"],
+                {"metadata": {"finalizers": None}},
+            )
         core.delete_namespace(name, propagation_policy="Background")
         api.close()
