@@ -47,11 +47,14 @@ def free_port() -> int:
 
 def _alive(pid: int, binary: str) -> bool:
     """True if `pid` runs and is still our `binary` (a recycled PID belongs to someone else)."""
+    if _exited(pid):
+        return False
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        # The exe link, not cmdline: cmdline can read empty for a moment while a Go runtime maps memory.
+        exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return False
-    return Path(cmdline).name.startswith(binary)
+    return Path(exe.removesuffix(" (deleted)")).name.startswith(binary)
 
 
 def _exited(pid: int) -> bool:
