@@ -5,7 +5,7 @@ export GOTOOLCHAIN := local
 export PYTHONPATH := tests
 KUBECONFIG_LOCAL := $(CURDIR)/.local/kubeconfig
 
-.PHONY: help venv binaries cluster cluster-down demo test unit lint bench
+.PHONY: help venv binaries cluster cluster-down demo test unit lint chart-lint chart-crds bench image kind
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -18,8 +18,9 @@ venv: .venv/.installed  ## create .venv with the package and test tools
 	.venv/bin/pip install -q -e '.[test]'
 	touch $@
 
-binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager from the Go module proxy (cached)
+binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager and helm from the Go module proxy (cached)
 	$(PY) tests/cluster/build.py
+	$(PY) tests/e2e/helm.py >/dev/null
 
 cluster: binaries  ## start the local control plane; writes .local/kubeconfig
 	$(PY) -m cluster.launcher up --dir .local
@@ -31,11 +32,29 @@ demo: cluster  ## walk through an AgentAccount's whole life on the local control
 	kubectl --kubeconfig $(KUBECONFIG_LOCAL) apply --server-side -f crds/
 	KUBECONFIG=$(KUBECONFIG_LOCAL) .venv/bin/agentaccounts demo
 
-lint: venv  ## ruff, mypy (strict) and the import-layering contracts
+lint: venv  ## ruff, mypy (strict), the import-layering contracts, helm lint and hadolint
 	.venv/bin/ruff check operator tests
 	.venv/bin/ruff format --check operator tests
 	.venv/bin/mypy
 	.venv/bin/lint-imports
+	$(MAKE) chart-lint
+
+chart-lint: venv  ## helm lint (defaults and every option on) and hadolint on the Dockerfile
+	h=$$($(PY) tests/e2e/helm.py) && $$h lint --strict charts/agentaccounts && \
+	  $$h lint --strict charts/agentaccounts -f charts/agentaccounts/ci/all-options-values.yaml
+	.venv/bin/hadolint operator/Dockerfile
+
+chart-crds:  ## refresh the chart's byte-identical CRD copies from crds/
+	cp crds/*.yaml charts/agentaccounts/files/crds/
+
+image:  ## build the operator image (needs a Docker engine)
+	docker build -f operator/Dockerfile -t agentaccounts:dev .
+
+kind: image  ## kind cluster + image + chart (needs Docker and kind)
+	kind create cluster --config kind-config.yaml
+	kind load docker-image agentaccounts:dev --name agentaccounts
+	h=$$($(PY) tests/e2e/helm.py) && $$h install agentaccounts charts/agentaccounts \
+	  -n agentaccounts-system --create-namespace --set image.tag=dev
 
 unit: venv  ## unit tests only (no cluster)
 	.venv/bin/pytest tests/unit -q
@@ -44,5 +63,5 @@ test: binaries  ## the whole suite: lint, unit, integration, e2e (starts its own
 	$(MAKE) lint
 	.venv/bin/pytest -q
 
-bench: binaries  ## benchmarks; results in tests/bench/results/
-	.venv/bin/pytest tests/bench -q -s
+bench: binaries  ## benchmarks (not part of `make test`); results in tests/bench/results/
+	.venv/bin/pytest tests/bench -q -s -p no:cacheprovider

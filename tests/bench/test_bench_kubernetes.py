@@ -22,7 +22,15 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from integration.support import GROUP, VERSION, OperatorProcess, agent_api, create_account, secret_data, status_of
+from integration.support import (
+    GROUP,
+    VERSION,
+    OperatorProcess,
+    agent_api,
+    create_account,
+    secret_data,
+    status_of,
+)
 
 N = int(os.environ.get("BENCH_ACCOUNTS", "50"))
 PROBED = 10  # agents that probe their token around expiry
@@ -33,19 +41,27 @@ RESULTS = Path(__file__).parent / "results" / "kubernetes.md"
 @pytest.fixture
 def provider(cluster: Any) -> Iterator[str]:
     api = cluster.api_client()
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterAccountProvider",
-            "metadata": {"name": "bench"}, "spec": {"kubernetes": {}}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterAccountProvider",
+        "metadata": {"name": "bench"},
+        "spec": {"kubernetes": {}},
+    }
     client.CustomObjectsApi(api).create_cluster_custom_object(GROUP, VERSION, "clusteraccountproviders", body)
     yield "bench"
-    client.CustomObjectsApi(api).delete_cluster_custom_object(GROUP, VERSION, "clusteraccountproviders", "bench")
+    client.CustomObjectsApi(api).delete_cluster_custom_object(
+        GROUP, VERSION, "clusteraccountproviders", "bench"
+    )
     api.close()
 
 
 def _percentiles(values: list[float]) -> str:
     ordered = sorted(values)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return (f"{statistics.median(ordered) * 1000:.0f} ms | {pick(0.95) * 1000:.0f} ms | "
-            f"{ordered[-1] * 1000:.0f} ms")
+    return (
+        f"{statistics.median(ordered) * 1000:.0f} ms | {pick(0.95) * 1000:.0f} ms | "
+        f"{ordered[-1] * 1000:.0f} ms"
+    )
 
 
 def test_bench_issue_latency_and_revocation_lag(cluster: Any, namespace: str, provider: str) -> None:
@@ -56,8 +72,14 @@ def test_bench_issue_latency_and_revocation_lag(cluster: Any, namespace: str, pr
 
     def watch_ready() -> None:
         w = watch.Watch()
-        for event in w.stream(client.CustomObjectsApi(cluster.api_client()).list_namespaced_custom_object,
-                              GROUP, VERSION, namespace, "agentaccounts", timeout_seconds=120):
+        for event in w.stream(
+            client.CustomObjectsApi(cluster.api_client()).list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "agentaccounts",
+            timeout_seconds=120,
+        ):
             obj = event["object"]
             if (obj.get("status") or {}).get("phase") == "Ready":
                 ready_at.setdefault(obj["metadata"]["name"], time.time())
@@ -72,8 +94,14 @@ def test_bench_issue_latency_and_revocation_lag(cluster: Any, namespace: str, pr
     for i in range(N):
         name = f"bench-{i:03d}"
         created_at[name] = time.time()
-        create_account(api, namespace, name, providerRef={"kind": "ClusterAccountProvider", "name": provider},
-                       lifetime=f"{LIFETIME}s", scopes=[{"permissions": ["list"], "resources": ["configmaps"]}])
+        create_account(
+            api,
+            namespace,
+            name,
+            providerRef={"kind": "ClusterAccountProvider", "name": provider},
+            lifetime=f"{LIFETIME}s",
+            scopes=[{"permissions": ["list"], "resources": ["configmaps"]}],
+        )
     watcher.join(timeout=LIFETIME)
     sequential = _one_at_a_time(api, namespace, provider, 10)
     stop.set()
@@ -85,7 +113,9 @@ def test_bench_issue_latency_and_revocation_lag(cluster: Any, namespace: str, pr
     rejected: dict[str, float] = {}
 
     def probe(name: str) -> None:
-        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, "agentaccounts", name)
+        obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "agentaccounts", name
+        )
         expires = datetime.fromisoformat(obj["status"]["expiresAt"]).timestamp()
         agent = agent_api(secret_data(api, namespace, obj["status"]["secretName"])["kubeconfig"])
         core = client.CoreV1Api(agent)
@@ -114,10 +144,11 @@ def test_bench_issue_latency_and_revocation_lag(cluster: Any, namespace: str, pr
     operator.stop()
     assert len(denied) == PROBED and len(rejected) == PROBED
 
+    ended, refused = list(denied.values()), list(rejected.values())
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(f"""# Kubernetes provider: issue latency and revocation lag
 
-Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on `{platform.node()}`: {os.cpu_count()} CPUs,
+Measured {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())} on `{platform.node()}`: {os.cpu_count()} CPUs,
 {_mem_gib():.0f} GiB RAM, Python {platform.python_version()}, local control plane (etcd 3.6.6,
 kube-apiserver/kube-controller-manager v1.34.4), the operator in one process watching one namespace.
 
@@ -128,8 +159,8 @@ created back to back, lifetime {LIFETIME}s).
 |---|---|---|---|
 | issue latency, one account at a time (create -> phase Ready) | {_percentiles(sequential)} |
 | issue latency, {N} created back to back (create -> phase Ready) | {_percentiles(issue)} |
-| access ends, {PROBED} probing agents (expiresAt -> first refused call) | {_percentiles(list(denied.values()))} |
-| token rejected, {PROBED} probing agents (expiresAt -> 401) | {_percentiles(list(rejected.values()))} |
+| access ends, {PROBED} probing agents (expiresAt -> first refused call) | {_percentiles(ended)} |
+| token rejected, {PROBED} probing agents (expiresAt -> 401) | {_percentiles(refused)} |
 
 All {N} Ready {all_ready:.2f}s after the first create. Operator RSS at the end: {rss / 1024:.0f} MiB.
 
@@ -152,11 +183,18 @@ def _one_at_a_time(api: client.ApiClient, namespace: str, provider: str, count: 
     for i in range(count):
         name = f"solo-{i:02d}"
         started = time.time()
-        create_account(api, namespace, name, providerRef={"kind": "ClusterAccountProvider", "name": provider},
-                       lifetime="1h", scopes=[{"permissions": ["list"], "resources": ["configmaps"]}])
+        create_account(
+            api,
+            namespace,
+            name,
+            providerRef={"kind": "ClusterAccountProvider", "name": provider},
+            lifetime="1h",
+            scopes=[{"permissions": ["list"], "resources": ["configmaps"]}],
+        )
         while time.time() - started < 30:
             obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
-                GROUP, VERSION, namespace, "agentaccounts", name)
+                GROUP, VERSION, namespace, "agentaccounts", name
+            )
             if (obj.get("status") or {}).get("phase") == "Ready":
                 latencies.append(time.time() - started)
                 break
@@ -173,9 +211,9 @@ def _histogram(text: str, name: str) -> tuple[float, float, float, float]:
             total += float(line.split()[-1])
         elif line.startswith(f"{name}_count"):
             count += float(line.split()[-1])
-        elif line.startswith(f'{name}_bucket') and 'le="0.5"' in line:
+        elif line.startswith(f"{name}_bucket") and 'le="0.5"' in line:
             le_half += float(line.split()[-1])
-        elif line.startswith(f'{name}_bucket') and 'le="1.0"' in line:
+        elif line.startswith(f"{name}_bucket") and 'le="1.0"' in line:
             le_one += float(line.split()[-1])
     return (total / count if count else 0.0), count, le_half, le_one
 

@@ -33,11 +33,13 @@ class CrashingKube(Kube):
     def __getattribute__(self, name: str) -> Any:
         attr = super().__getattribute__(name)
         if name in WRITES:
+
             async def counted(*args: Any, **kwargs: Any) -> Any:
                 self.writes += 1
                 if self.writes > self.crash_after:
                     raise Crash(f"killed before write #{self.writes} ({name})")
                 return await attr(*args, **kwargs)
+
             return counted
         return attr
 
@@ -55,9 +57,14 @@ async def test_crash_after_any_write_then_restart_leaves_exactly_one_of_everythi
     cluster: Any, api: client.ApiClient, namespace: str, in_cluster_provider: str, crash_after: int
 ) -> None:
     name = "crashy"
-    body = create_account(api, namespace, name, providerRef={"kind": "ClusterAccountProvider",
-                          "name": in_cluster_provider}, lifetime="1h",
-                          scopes=[{"permissions": ["get"], "resources": ["configmaps"]}])
+    body = create_account(
+        api,
+        namespace,
+        name,
+        providerRef={"kind": "ClusterAccountProvider", "name": in_cluster_provider},
+        lifetime="1h",
+        scopes=[{"permissions": ["get"], "resources": ["configmaps"]}],
+    )
     crashing = CrashingKube(cluster.api_client(), crash_after)
     try:
         with pytest.raises(Crash):
@@ -79,8 +86,12 @@ async def test_crash_after_any_write_then_restart_leaves_exactly_one_of_everythi
     final = get_account(api, namespace, name) or {}
     assert final["status"]["phase"] == "Ready"
     owned = labelled(api, namespace, body["metadata"]["uid"])
-    assert owned == {"ServiceAccount": ["agentaccount-crashy"], "Role": ["agentaccount-crashy"],
-                     "RoleBinding": ["agentaccount-crashy"], "Secret": ["crashy-credentials"]}
+    assert owned == {
+        "ServiceAccount": ["agentaccount-crashy"],
+        "Role": ["agentaccount-crashy"],
+        "RoleBinding": ["agentaccount-crashy"],
+        "Secret": ["crashy-credentials"],
+    }
     assert secret_data(api, namespace, "crashy-credentials")["token"]
     if fresh.get("status", {}).get("expiresAt"):  # a restart never extends the lifetime
         assert final["status"]["expiresAt"] == fresh["status"]["expiresAt"]

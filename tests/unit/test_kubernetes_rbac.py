@@ -284,8 +284,14 @@ def test_kubeconfig_survives_awkward_yaml_values() -> None:
 
 
 @pytest.mark.parametrize(
-    "resource", ["secrets", "secrets/a", "serviceaccounts", "roles.rbac.authorization.k8s.io",
-                 "rolebindings.rbac.authorization.k8s.io"],
+    "resource",
+    [
+        "secrets",
+        "secrets/a",
+        "serviceaccounts",
+        "roles.rbac.authorization.k8s.io",
+        "rolebindings.rbac.authorization.k8s.io",
+    ],
 )
 @pytest.mark.parametrize("verb", ["create", "update", "patch", "delete", "deletecollection"])
 def test_writing_escalating_resources_is_refused(resource: str, verb: str) -> None:
