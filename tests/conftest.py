@@ -12,13 +12,14 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 
 from cluster import launcher
+from integration.support import GROUP, VERSION, OperatorProcess
 
 REPO = Path(__file__).resolve().parent.parent
 LOGS_ON_FAILURE = REPO / ".local" / "test-logs"
@@ -53,6 +54,7 @@ class RunningCluster:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
+    setattr(item, f"rep_{report.when}", report)  # start_operator prints the operator log on failure
     if report.failed:
         item.session.config.stash[_FAILED] = True
 
@@ -128,3 +130,53 @@ def namespace(cluster: RunningCluster, request: pytest.FixtureRequest) -> Iterat
             )
         core.delete_namespace(name, propagation_policy="Background")
         api.close()
+
+
+# -- operator fixtures shared by integration and e2e tests -------------------------------------
+
+
+@pytest.fixture
+def api(cluster: RunningCluster) -> Iterator[client.ApiClient]:
+    api = cluster.api_client()
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def in_cluster_provider(cluster: RunningCluster) -> str:
+    api = cluster.api_client()
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterAccountProvider",
+        "metadata": {"name": "in-cluster"},
+        "spec": {"kubernetes": {}, "maxLifetime": "24h"},
+    }
+    try:
+        client.CustomObjectsApi(api).create_cluster_custom_object(
+            GROUP, VERSION, "clusteraccountproviders", body
+        )
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    api.close()
+    return "in-cluster"
+
+
+@pytest.fixture
+def start_operator(
+    cluster: RunningCluster, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., OperatorProcess]]:
+    started: list[OperatorProcess] = []
+
+    def start(*namespaces: str, env: dict[str, str] | None = None) -> OperatorProcess:
+        proc = OperatorProcess(cluster.kubeconfig, list(namespaces), env)
+        started.append(proc)
+        return proc
+
+    yield start
+    failed = getattr(request.node, "rep_call", None)
+    for proc in started:
+        proc.stop()
+        if failed is not None and failed.failed:
+            print(f"--- operator log {proc.log} ---\n{proc.output()[-5000:]}")
+        proc.log.unlink(missing_ok=True)

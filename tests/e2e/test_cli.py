@@ -1,0 +1,52 @@
+"""The command line as a user runs it: `agentaccounts demo` and `agentaccounts request --wait`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from integration.support import OperatorProcess
+
+
+def _cli(cluster: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentaccounts", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+    )
+
+
+def test_demo_walks_through_a_whole_life_and_says_so(cluster: Any) -> None:
+    result = _cli(cluster, "demo")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "(granted) -> HTTP 200 (allowed)" in out
+    assert "(not granted) -> HTTP 403 (forbidden)" in out
+    assert "(other namespace) -> HTTP 403 (forbidden)" in out
+    assert "HTTP 401 (rejected: token no longer valid)" in out
+    assert out.count(": 0 left") == 4
+    assert "Normal  Issued" in out and "Normal  Expired" in out
+    assert "token:" not in out.lower() and "ey" + "J" not in out  # no token (JWTs start with eyJ)
+
+
+def test_request_waits_for_ready_and_prints_the_secret_name(
+    cluster: Any, namespace: str, in_cluster_provider: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    start_operator(namespace)
+    result = _cli(
+        cluster, "request", "helper", "-n", namespace, "--provider", in_cluster_provider,
+        "--scope", "get,list:configmaps", "--lifetime", "5m", "--wait", "--timeout", "30",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "helper-credentials"
+
+
+def test_request_with_a_malformed_scope_fails_clearly(cluster: Any, namespace: str) -> None:
+    result = _cli(cluster, "request", "bad", "-n", namespace, "--scope", "configmaps")
+    assert result.returncode == 2
+    assert "use VERBS:RESOURCES" in result.stderr
