@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentaccounts import __version__, leader, metrics
-from agentaccounts.kube import Kube, LeaseStore
+from agentaccounts.kube import Kube, KubeConfigError, LeaseStore
 from agentaccounts.providers import Deps
 from agentaccounts.reconcile import Reconciler
 from agentaccounts.settings import Settings
@@ -36,11 +37,36 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines. kopf attaches the object it logs about as
+    `k8s_ref`; it becomes `object` here. Messages never contain credentials (see errors.py)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict):
+            entry["object"] = {k: ref.get(k) for k in ("kind", "namespace", "name")}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentaccounts", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one object per line (ts, level, logger, message, object)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the operator")
@@ -169,13 +195,20 @@ async def _standby_health(url: str | None) -> AsyncIterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("kubernetes", "urllib3", "httpx", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    kube = Kube.connect(args.kubeconfig)
+    try:
+        kube = Kube.connect(args.kubeconfig)
+    except KubeConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.command == "run":
             return asyncio.run(_run_until_signal(_settings(args), kube))

@@ -37,6 +37,10 @@ class KubeApiError(Exception):
         self.status = status
 
 
+class KubeConfigError(Exception):
+    """No usable credentials for the API server."""
+
+
 class AlreadyExists(KubeApiError):
     """409 on create."""
 
@@ -83,11 +87,16 @@ class Kube:
         """From a kubeconfig file (or $KUBECONFIG / ~/.kube/config), else in-cluster credentials."""
         try:
             return cls(config.new_client_from_config(config_file=kubeconfig))
-        except config.ConfigException:
+        except config.ConfigException as exc:
             if kubeconfig:
-                raise
+                raise KubeConfigError(f"cannot use kubeconfig {kubeconfig}: {exc}") from None
         configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            raise KubeConfigError(
+                "no cluster credentials: set KUBECONFIG or --kubeconfig, or run inside a pod"
+            ) from None
         return cls(client.ApiClient(configuration))
 
     @classmethod

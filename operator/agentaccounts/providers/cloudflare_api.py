@@ -132,11 +132,8 @@ class CloudflareAPI:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         for attempt in range(retry.attempts):
             last = attempt == retry.attempts - 1
-            await self.budget.acquire()
             try:
-                response = await self._client.request(
-                    method, self.base_url + path, json=json, params=params, headers=headers
-                )
+                response = await self._request(method, path, json, params, headers)
             except httpx.TransportError as exc:
                 if last or not (idempotent or isinstance(exc, _NEVER_SENT)):
                     raise ProviderUnavailable(
@@ -171,6 +168,18 @@ class CloudflareAPI:
                 continue
             raise self._translate(what, status, errors) from _status_error(response)
         raise AssertionError("unreachable: the last attempt always returns or raises")  # pragma: no cover
+
+    async def _request(
+        self, method: str, path: str, json: Any, params: Any, headers: dict[str, str]
+    ) -> httpx.Response:
+        """One request, counted on the budget from when it is let through until its answer is in."""
+        slot = await self.budget.acquire()
+        try:
+            return await self._client.request(
+                method, self.base_url + path, json=json, params=params, headers=headers
+            )
+        finally:
+            self.budget.settle(slot)
 
     def _translate(self, what: str, status: int, errors: list[tuple[int, str]]) -> Exception:
         codes = {code for code, _ in errors}

@@ -8,7 +8,8 @@ parent token, so the limit has to be enforced in one place per token, not per ac
 - `RequestBudget` is a sliding-window limiter. `acquire()` returns only when a request may be sent
   without the window (default 1100 per 300 s: a 100-request margin for clock skew between us and
   Cloudflare and for anything else using the token) going over its limit. Callers wait for budget
-  rather than exceed it.
+  rather than exceed it, and `settle()` each request when its answer arrives, so the window counts
+  it from then on (see `settle` for why).
 - `hold(seconds)` is called on a 429: every caller of this budget waits until `retry-after` passed.
 - A wait longer than `max_wait` is not slept through: `acquire()` raises `RateLimited(delay=...)` so the
   AgentAccount is retried later with a `RateLimited` condition instead of pinning a worker.
@@ -22,6 +23,7 @@ makes it safe under many concurrent callers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import deque
@@ -74,15 +76,18 @@ class RequestBudget:
         """Stop every caller until `seconds` from now (a 429's retry-after); holds never shrink."""
         self._held_until = max(self._held_until, self._clock() + max(0.0, seconds))
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits, then count it; raise RateLimited if that takes too long."""
+    async def acquire(self) -> float:
+        """Wait until one more request fits, then count it; raise RateLimited if that takes too long.
+
+        Returns the request's slot: pass it to `settle` once the answer (or a transport error) is in.
+        """
         started = self._clock()
         while True:
             now = self._clock()
             wait = self._wait_needed(now)
             if wait <= 0:
                 self._sent.append(now)
-                return
+                return now
             if (now - started) + wait > self.max_wait:
                 raise RateLimited(
                     f"Cloudflare request budget for this parent token is exhausted "
@@ -90,6 +95,20 @@ class RequestBudget:
                     delay=max(1.0, wait),
                 )
             await self._sleep(wait)
+
+    def settle(self, slot: float) -> None:
+        """The request that took `slot` is answered: count it from now rather than from when it left.
+
+        Why: Cloudflare counts a request when it arrives, which is after we let it through by the
+        request's latency -- under load also by queueing in our event loop and connection pool
+        (measured: a burst of 12 let through at once reached the emulator over 0.2 s). Slots counted
+        from send time expire before Cloudflare forgets the requests, so one window later the next
+        burst lands inside Cloudflare's window and overshoots it. An answer never comes before
+        Cloudflare counted the request, so counting from the answer always errs on the safe side.
+        """
+        with contextlib.suppress(ValueError):  # already aged out: the request took over a window
+            self._sent.remove(slot)
+        self._sent.append(self._clock())  # the latest reading: the deque stays sorted
 
     def _wait_needed(self, now: float) -> float:
         if self._held_until > now:
