@@ -82,12 +82,18 @@ class KubernetesProvider:
         name = ref.name if ref and ref.kind == "ServiceAccount" else object_name(request.name)
         selector = ownership.selector(request.uid)  # only objects carrying this account's UID label
         try:
-            # ServiceAccount first: from this moment its tokens are rejected. With its uid recorded
-            # that is a single DELETE (the uid precondition makes sure it is the one we made).
-            if ref and ref.kind == "ServiceAccount" and ref.id:
-                await self.kube.delete("ServiceAccount", request.namespace, name, uid=ref.id)
-            await self.kube.delete_labelled("ServiceAccount", request.namespace, selector)
+            # All at once, one round trip: deleting the RoleBinding and Role ends the token's access at
+            # once (the API server may still authenticate it from its 10 s cache, but it may do
+            # nothing); deleting the ServiceAccount makes the token itself invalid. With the
+            # ServiceAccount's uid recorded, that is a DELETE with a uid precondition (only the one we
+            # made); otherwise everything carrying the account's UID label goes.
+            service_account = (
+                self.kube.delete("ServiceAccount", request.namespace, name, uid=ref.id)
+                if ref and ref.kind == "ServiceAccount" and ref.id
+                else self.kube.delete_labelled("ServiceAccount", request.namespace, selector)
+            )
             await asyncio.gather(
+                service_account,
                 self.kube.delete_labelled("RoleBinding", request.namespace, selector),
                 self.kube.delete_labelled("Role", request.namespace, selector),
             )
