@@ -83,20 +83,25 @@ class Kube:
         self._discovery_lock = asyncio.Lock()
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> Kube:
-        """From a kubeconfig file (or $KUBECONFIG / ~/.kube/config), else in-cluster credentials."""
+    def connect(cls, kubeconfig: str | None = None, pool_size: int = 64) -> Kube:
+        """From a kubeconfig file (or $KUBECONFIG / ~/.kube/config), else in-cluster credentials.
+
+        `pool_size` keep-alive connections: the client's default (5 per CPU) is smaller than the
+        worker-thread pool, and every call beyond it opens and drops a fresh TLS connection, which is
+        what a burst of expiries would otherwise spend its CPU on."""
+        configuration = client.Configuration()
         try:
-            return cls(config.new_client_from_config(config_file=kubeconfig))
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         except config.ConfigException as exc:
             if kubeconfig:
                 raise KubeConfigError(f"cannot use kubeconfig {kubeconfig}: {exc}") from None
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except config.ConfigException:
-            raise KubeConfigError(
-                "no cluster credentials: set KUBECONFIG or --kubeconfig, or run inside a pod"
-            ) from None
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except config.ConfigException:
+                raise KubeConfigError(
+                    "no cluster credentials: set KUBECONFIG or --kubeconfig, or run inside a pod"
+                ) from None
+        configuration.connection_pool_maxsize = pool_size
         return cls(client.ApiClient(configuration))
 
     @classmethod
