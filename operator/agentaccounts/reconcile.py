@@ -231,9 +231,17 @@ class Reconciler:
         provider_type = status.provider or "kubernetes"
         provider_obj = await self._provider_for_revoke(account, provider_type)
         if provider_obj is not None:
-            provider = await provider_for(provider_obj, self.deps)
-            expires_at = status.expires_at or self.now()
-            await provider.revoke(self._request(account, expires_at), status.account_ref)
+            try:
+                provider = await provider_for(provider_obj, self.deps)
+            except (ProviderNotFound, InvalidSpec) as exc:
+                # E.g. the Cloudflare parent-token Secret is gone: the provider-side identity cannot
+                # be revoked by us (it still dies at its own expiry), but the Secret and the record
+                # must not wait forever for it.
+                emit("Warning", "RevokeIncomplete", f"provider-side identity not revoked: {exc.message}")
+                log.warning("%s/%s: %s", account.namespace, account.name, exc.message)
+            else:
+                expires_at = status.expires_at or self.now()
+                await provider.revoke(self._request(account, expires_at), status.account_ref)
         # Only Secrets carrying this account's UID label: a foreign Secret is never touched.
         await self.kube.delete_labelled("Secret", account.namespace, ownership.selector(account.uid))
         now = self.now()

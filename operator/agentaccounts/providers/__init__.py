@@ -19,9 +19,9 @@ from agentaccounts.kube import Kube
 from agentaccounts.models import KubernetesBlock
 from agentaccounts.models import Provider as ProviderObject
 from agentaccounts.providers.base import Provider
-from agentaccounts.providers.cloudflare import CATALOG_TTL, CloudflareProvider
+from agentaccounts.providers.cloudflare import CATALOG_TTL, NAMES_TTL, CloudflareProvider
 from agentaccounts.providers.cloudflare_budget import BudgetRegistry
-from agentaccounts.providers.cloudflare_tokens import CatalogCache
+from agentaccounts.providers.cloudflare_tokens import CatalogCache, NameIndex
 from agentaccounts.providers.kubernetes import KubernetesProvider
 
 
@@ -56,11 +56,22 @@ async def _cloudflare(obj: ProviderObject, deps: Deps) -> Provider:
             max_wait=s.cloudflare_max_wait_seconds if s else 10.0,
         )
         shared["catalogs"] = CatalogCache(CATALOG_TTL, deps.now)
+        shared["names"] = NameIndex(NAMES_TTL, deps.now)
     if deps.http is None:
-        deps.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+        # pool=None: waiting for a free connection is our own queue, not a Cloudflare failure. With a
+        # pool timeout, a burst of ~1000 issues on a busy event loop timed out in the queue (PoolTimeout ->
+        # ProviderUnavailable), each having already spent a request-budget slot, and their retries came
+        # back together and did it again (measured: 595 of 1000 accounts stalled for over 10 minutes).
+        deps.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0, pool=None))
     token = None if block.mode == "temporaryAccount" else await parent_token(obj, deps)
     return CloudflareProvider.create(
-        block, token, deps.http, shared["budgets"].for_token(token), now=deps.now, catalogs=shared["catalogs"]
+        block,
+        token,
+        deps.http,
+        shared["budgets"].for_token(token),
+        now=deps.now,
+        catalogs=shared["catalogs"],
+        names=shared["names"],
     )
 
 

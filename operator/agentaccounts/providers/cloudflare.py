@@ -13,8 +13,10 @@ objects made once (e.g. in `Deps.shared`):
 
     budgets = BudgetRegistry(settings.cloudflare_budget, settings.cloudflare_window_seconds)
     catalogs = CatalogCache(CATALOG_TTL, now)
+    names = NameIndex(NAMES_TTL, now)
     provider = CloudflareProvider.create(
-        block, parent_token, deps.http, budgets.for_token(parent_token), now=now, catalogs=catalogs
+        block, parent_token, deps.http, budgets.for_token(parent_token),
+        now=now, catalogs=catalogs, names=names,
     )
 
 `parent_token` is the token VALUE read from `block.apiTokenSecretRef` (None in temporaryAccount mode).
@@ -37,12 +39,15 @@ from agentaccounts.providers.base import Issued, IssueRequest, Provider, Recorde
 from agentaccounts.providers.cloudflare_api import CloudflareAPI, RetryPolicy
 from agentaccounts.providers.cloudflare_budget import RequestBudget
 from agentaccounts.providers.cloudflare_preview import PreviewFlow
-from agentaccounts.providers.cloudflare_tokens import CatalogCache, TokenFlow
+from agentaccounts.providers.cloudflare_tokens import CatalogCache, NameIndex, TokenFlow
 
 log = logging.getLogger(__name__)
 
 # Permission groups change rarely: resolve names to IDs at most every 10 minutes per account.
 CATALOG_TTL = timedelta(minutes=10)
+# The name index is exact for this process's own creates and deletes; the TTL only bounds how long a
+# token someone else made with one of our names could go unseen (see NameIndex).
+NAMES_TTL = timedelta(minutes=1)
 ORPHAN_MIN_AGE = timedelta(minutes=10)  # see TokenFlow.sweep_orphans
 
 
@@ -77,12 +82,14 @@ class CloudflareProvider:
         now: Callable[[], datetime] = utcnow,
         retry: RetryPolicy | None = None,
         catalogs: CatalogCache | None = None,
+        names: NameIndex | None = None,
     ) -> CloudflareProvider:
         """Build from the provider's `cloudflare` block; InvalidSpec if mode `token` lacks what it needs.
 
         `client` is shared and owned by the caller (it closes it); `now` must return an aware UTC time.
-        `budget` and `catalogs` should be process-wide (see the module docstring); without `catalogs`
-        this provider caches permission groups on its own.
+        `budget`, `catalogs` and `names` should be process-wide (see the module docstring); without
+        `catalogs` this provider caches permission groups on its own, without `names` every new token
+        scans the account's token list.
         """
         if block.mode == "temporaryAccount":
             # No parent token: temporary-account calls are unauthenticated.
@@ -96,7 +103,7 @@ class CloudflareProvider:
             )
         api = CloudflareAPI(client, block.api_base_url, parent_token.strip(), budget, retry)
         catalogs = catalogs or CatalogCache(CATALOG_TTL, now)
-        return cls(TokenFlow(api, block.account_id, now, catalogs), block.mode)
+        return cls(TokenFlow(api, block.account_id, now, catalogs, names), block.mode)
 
     async def validate(self, request: IssueRequest) -> None:
         """Token mode: every permission group exists and fits its resources. Temporary: lifetime ≤ 60 min."""
