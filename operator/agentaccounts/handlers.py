@@ -99,19 +99,13 @@ async def remove(body: kopf.Body, **_: Any) -> None:
 @kopf.on.resume(GROUP, "accountproviders")
 @kopf.on.create(GROUP, "accountproviders")
 @kopf.on.update(GROUP, "accountproviders", field="spec")
-async def report_provider(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-    reconciler = STATE["reconciler"]
-    status = await provider_objects.report(reconciler.deps, "AccountProvider", dict(body))
-    await reconciler.kube.patch_status("AccountProvider", namespace or "", name, status)
-
-
 @kopf.on.resume(GROUP, "clusteraccountproviders")
 @kopf.on.create(GROUP, "clusteraccountproviders")
 @kopf.on.update(GROUP, "clusteraccountproviders", field="spec")
-async def report_cluster_provider(body: kopf.Body, name: str, **_: Any) -> None:
+async def report_provider(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
     reconciler = STATE["reconciler"]
-    status = await provider_objects.report(reconciler.deps, "ClusterAccountProvider", dict(body))
-    await reconciler.kube.patch_status("ClusterAccountProvider", "", name, status)
+    status = await provider_objects.report(reconciler.deps, body["kind"], dict(body))
+    await reconciler.kube.patch_status(body["kind"], namespace or "", name, status)
 
 
 # kopf fixes timer intervals at import time, before settings exist: the timer ticks often and
@@ -120,21 +114,11 @@ SWEEP_TICK = 2.0
 
 
 @kopf.timer(GROUP, "accountproviders", interval=SWEEP_TICK)
+@kopf.timer(GROUP, "clusteraccountproviders", interval=SWEEP_TICK)
 async def sweep_provider(body: kopf.Body, uid: str, **_: Any) -> None:
     if STATE["sweeps"].due(uid):
         with _translated():
-            await provider_objects.sweep(
-                STATE["reconciler"].deps, "AccountProvider", dict(body), _emitter(body)
-            )
-
-
-@kopf.timer(GROUP, "clusteraccountproviders", interval=SWEEP_TICK)
-async def sweep_cluster_provider(body: kopf.Body, uid: str, **_: Any) -> None:
-    if STATE["sweeps"].due(uid):
-        with _translated():
-            await provider_objects.sweep(
-                STATE["reconciler"].deps, "ClusterAccountProvider", dict(body), _emitter(body)
-            )
+            await provider_objects.sweep(STATE["reconciler"].deps, body["kind"], dict(body), _emitter(body))
 
 
 async def run_operator(settings: Settings) -> None:

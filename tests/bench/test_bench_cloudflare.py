@@ -31,6 +31,7 @@ from typing import Any
 
 from kubernetes import client
 
+from bench.machine import mem_gib, proc_kib
 from cfemulator import Emulator
 from integration.cloudflare_support import (
     TimedExchanges,
@@ -93,7 +94,7 @@ class Sampler(threading.Thread):
                 self.fell_back[name] += 1  # Ready -> not Ready: the identity was being replaced
             self.last_phase[name] = status.get("phase") or "-"
         self.phases = phases
-        self.rss_peak = max(self.rss_peak, _proc_kib(self.pid, "VmRSS"))
+        self.rss_peak = max(self.rss_peak, proc_kib(self.pid, "VmRSS"))
 
 
 def test_bench_thousand_accounts_at_cloudflare_limits(cluster: Any, namespace: str) -> None:
@@ -145,7 +146,7 @@ def test_bench_thousand_accounts_at_cloudflare_limits(cluster: Any, namespace: s
         sampler.sample()
         all_ready = max(sampler.ready_since.values()) if sampler.phases["Ready"] == N else None
         consistent = _consistent(api, namespace, emu, names)
-        rss_peak_kib = max(sampler.rss_peak, _proc_kib(operator.proc.pid, "VmHWM"))
+        rss_peak_kib = max(sampler.rss_peak, proc_kib(operator.proc.pid, "VmHWM"))
         issue_metric = _histogram_mean(operator.metrics(), "agentaccounts_issue_duration_seconds")
     finally:
         operator.stop()
@@ -210,7 +211,7 @@ def test_bench_thousand_accounts_at_cloudflare_limits(cluster: Any, namespace: s
     RESULTS.write_text(f"""# Cloudflare provider: {N} AgentAccounts at once, at Cloudflare's real limits
 
 Measured {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())} on `{platform.node()}`: {os.cpu_count()} CPUs
-(`nproc` {os.cpu_count()}), {_mem_gib():.0f} GiB RAM, Python {platform.python_version()}; local control
+(`nproc` {os.cpu_count()}), {mem_gib():.0f} GiB RAM, Python {platform.python_version()}; local control
 plane, the operator in one process watching one namespace, the Cloudflare emulator in a thread of the
 pytest process (over loopback HTTP).
 
@@ -302,23 +303,6 @@ def _spread(values: list[float]) -> str:
         return "-"
     p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
     return f"{values[0]:.0f} s / {statistics.median(values):.0f} s / {p95:.0f} s"
-
-
-def _proc_kib(pid: int, field: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _mem_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) / 1024 / 1024
-    return 0.0
 
 
 def _histogram_mean(text: str, name: str) -> float:

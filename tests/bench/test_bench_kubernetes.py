@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
+from bench.machine import mem_gib, proc_kib
 from integration.support import (
     GROUP,
     VERSION,
@@ -139,7 +140,7 @@ def test_bench_issue_latency_and_revocation_lag(cluster: Any, namespace: str, pr
         t.start()
     for t in threads:
         t.join(timeout=LIFETIME + 60)
-    rss = _rss_kib(operator.proc.pid)
+    rss = proc_kib(operator.proc.pid, "VmRSS")
     lag = _histogram(operator.metrics(), "agentaccounts_revocation_lag_seconds")
     operator.stop()
     assert len(denied) == PROBED and len(rejected) == PROBED
@@ -149,7 +150,7 @@ def test_bench_issue_latency_and_revocation_lag(cluster: Any, namespace: str, pr
     RESULTS.write_text(f"""# Kubernetes provider: issue latency and revocation lag
 
 Measured {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())} on `{platform.node()}`: {os.cpu_count()} CPUs,
-{_mem_gib():.0f} GiB RAM, Python {platform.python_version()}, local control plane (etcd 3.6.6,
+{mem_gib():.0f} GiB RAM, Python {platform.python_version()}, local control plane (etcd 3.6.6,
 kube-apiserver/kube-controller-manager v1.34.4), the operator in one process watching one namespace.
 
 Command: `PYTHONPATH=tests .venv/bin/pytest tests/bench/test_bench_kubernetes.py -q -s` ({N} accounts,
@@ -216,17 +217,3 @@ def _histogram(text: str, name: str) -> tuple[float, float, float, float]:
         elif line.startswith(f"{name}_bucket") and 'le="1.0"' in line:
             le_one += float(line.split()[-1])
     return (total / count if count else 0.0), count, le_half, le_one
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _mem_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) / 1024 / 1024
-    return 0.0
