@@ -149,7 +149,7 @@ def in_cluster_provider(cluster: RunningCluster) -> str:
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ClusterAccountProvider",
         "metadata": {"name": "in-cluster"},
-        "spec": {"kubernetes": {}, "maxLifetime": "24h"},
+        "spec": {"kubernetes": {}, "policy": {"maxLifetime": "24h"}},
     }
     try:
         client.CustomObjectsApi(api).create_cluster_custom_object(
@@ -180,3 +180,8 @@ def start_operator(
         if failed is not None and failed.failed:
             print(f"--- operator log {proc.log} ---\n{proc.output()[-5000:]}")
         proc.log.unlink(missing_ok=True)
+    if started:
+        # An operator that was killed (not stopped) leaves its webhooks registered, pointing at a port
+        # nobody serves; failurePolicy Fail would then refuse every AgentAccount write of later tests.
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            cluster.kubectl("delete", kind, "agentaccounts.dev", "--ignore-not-found", check=False)

@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -29,6 +30,7 @@ from agentaccounts.kube import Kube, KubeConfigError, LeaseStore
 from agentaccounts.providers import Deps
 from agentaccounts.reconcile import Reconciler
 from agentaccounts.settings import Settings
+from agentaccounts.stamps import Signer
 
 log = logging.getLogger("agentaccounts")
 
@@ -135,6 +137,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
+async def build_reconciler(kube: Kube, settings: Settings) -> Reconciler:
+    """The reconciler with its dependencies and the operator's signing key (stamps.py), which is kept
+    in a Secret in the operator's namespace and made on first start."""
+    key = await kube.ensure_secret_key(
+        settings.operator_namespace, settings.signing_key_secret, "key", lambda: secrets.token_bytes(32)
+    )
+    deps = Deps(kube=kube, now=utcnow, kubeconfig_server=settings.kubeconfig_server, settings=settings)
+    return Reconciler(deps, Signer(key))
+
+
 async def _run(settings: Settings, kube: Kube) -> int:
     from agentaccounts import handlers  # imports kopf; only `run` needs it
 
@@ -142,8 +154,7 @@ async def _run(settings: Settings, kube: Kube) -> int:
     # which serialises bursts (50 accounts expiring in the same second); calls mostly wait on I/O.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=settings.api_threads))
 
-    deps = Deps(kube=kube, now=utcnow, kubeconfig_server=settings.kubeconfig_server, settings=settings)
-    handlers.configure(Reconciler(deps), settings)
+    handlers.configure(await build_reconciler(kube, settings), settings)
     metrics.serve(settings.metrics_port)
     if not settings.leader_elect:
         await handlers.run_operator(settings)

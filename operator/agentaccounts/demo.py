@@ -55,12 +55,10 @@ async def attempt(agent: Kube, what: str, namespace: str, kind: str) -> int:
 
 async def main(kube: Kube) -> int:
     from agentaccounts import handlers  # kopf, in-process for the demo
-    from agentaccounts.cli import utcnow
-    from agentaccounts.providers import Deps
-    from agentaccounts.reconcile import Reconciler
+    from agentaccounts.cli import build_reconciler
 
     settings = Settings(namespaces=[NAMESPACE], metrics_port=0)
-    handlers.configure(Reconciler(Deps(kube=kube, now=utcnow, settings=settings)), settings)
+    handlers.configure(await build_reconciler(kube, settings), settings)
     say(f"Starting the operator in-process, watching namespace {NAMESPACE}")
     operator = asyncio.ensure_future(handlers.run_operator(settings))
     try:
@@ -80,7 +78,7 @@ async def _walkthrough(kube: Kube) -> int:
                 "apiVersion": "agentaccounts.dev/v1alpha1",
                 "kind": "ClusterAccountProvider",
                 "metadata": {"name": PROVIDER},
-                "spec": {"kubernetes": {}, "maxLifetime": "24h"},
+                "spec": {"kubernetes": {}, "policy": {"maxLifetime": "24h"}},
             },
         )
     say("Provider", f"ClusterAccountProvider/{PROVIDER}: kubernetes (ServiceAccount + Role + expiring token)")

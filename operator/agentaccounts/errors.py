@@ -8,11 +8,14 @@
     │   ├── UnknownPermission          a Cloudflare scope names a permission group that does not exist
     │   ├── SecretConflict             the target Secret exists and belongs to someone else
     │   ├── ObjectConflict             a provider-side object with our name exists and is not ours
-    │   └── ProviderRejected           the provider refused the request (4xx that is not throttling)
+    │   ├── ProviderRejected           the provider refused the request (4xx that is not throttling)
+    │   ├── NotPermitted               a rule refuses it: RBAC delegation, provider policy, never-grantable
+    │   └── Denied                     an approver denied it
     └── TemporaryError(delay)          try again after `delay` seconds; the account stays Pending
         ├── ProviderNotFound           the referenced provider does not exist (yet)
         ├── RateLimited                the provider throttled us; every call waits
-        ├── QuotaExceeded              the provider's object quota is full (e.g. 500 account tokens)
+        ├── QuotaExceeded              a quota is full (maxActiveAccounts, or e.g. 500 account tokens)
+        ├── AwaitingApproval           the provider's policy requires approval, none given yet
         └── ProviderUnavailable        5xx, timeouts, dropped connections
 
 Every error carries `reason` (a CamelCase word used as condition reason, Event reason and metric label,
@@ -68,6 +71,16 @@ class ProviderRejected(PermanentError):
     reason = "ProviderRejected"
 
 
+class NotPermitted(PermanentError):
+    """Refused by a rule; the message names the rule and the offending value (never a credential)."""
+
+    reason = "NotPermitted"
+
+
+class Denied(PermanentError):
+    reason = "Denied"
+
+
 class TemporaryError(AgentAccountsError):
     """The account stays `Pending` with this reason and is retried after `delay` seconds."""
 
@@ -88,6 +101,10 @@ class RateLimited(TemporaryError):
 
 class QuotaExceeded(TemporaryError):
     reason = "QuotaExceeded"
+
+
+class AwaitingApproval(TemporaryError):
+    reason = "AwaitingApproval"
 
 
 class ProviderUnavailable(TemporaryError):

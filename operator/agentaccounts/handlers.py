@@ -16,21 +16,72 @@ from typing import Any
 import kopf
 
 from agentaccounts import kube as kube_module
-from agentaccounts import provider_objects, timer
-from agentaccounts.errors import PermanentError, TemporaryError
+from agentaccounts import provider_objects, timer, webhook_tls
+from agentaccounts.admission import Admission, refusal_message
+from agentaccounts.errors import AgentAccountsError, PermanentError, TemporaryError
 from agentaccounts.reconcile import Emit, Reconciler
 from agentaccounts.settings import Settings
 
 GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
+WEBHOOK_CONFIGURATION = "agentaccounts.dev"  # the Validating/MutatingWebhookConfiguration kopf manages
 STATE: dict[str, Any] = {}  # reconciler, wakeups, settings: set once by `configure` before kopf starts
 
 
 def configure(reconciler: Reconciler, settings: Settings) -> None:
     STATE.update(
         reconciler=reconciler,
+        admission=Admission(reconciler.access, reconciler.resolver, reconciler.signer, reconciler.now),
         wakeups=timer.Wakeups(),
         settings=settings,
         sweeps=provider_objects.SweepSchedule(settings.orphan_sweep_seconds),
+    )
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """kopf's server, registered through a Service (in a cluster) instead of by URL: the API server
+    then reaches whichever pod the Service selects, by the Service's DNS name."""
+
+    def __init__(self, service: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service_namespace, _, self.service_name = service.partition("/")
+
+    async def __call__(self, fn: Any) -> Any:
+        async for config in super().__call__(fn):
+            yield {
+                "service": {
+                    "namespace": self.service_namespace,
+                    "name": self.service_name,
+                    "port": 443,
+                    "path": "",
+                },
+                "caBundle": config.get("caBundle"),
+            }
+
+
+def _webhook_server(ours: Settings) -> kopf.WebhookServer:
+    """Self-signed, in memory (webhook_tls.py). failurePolicy is Fail while the webhooks are
+    registered; kopf removes them on a clean shutdown, and then reconcile's own checks (with no
+    requester stamp, nothing is issued) are what stands: fail-closed either way."""
+    if ours.webhook_service:
+        namespace, _, name = ours.webhook_service.partition("/")
+        hosts = [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local", ours.webhook_host]
+        cert = webhook_tls.make(hosts)
+        return ServiceWebhookServer(
+            ours.webhook_service,
+            addr=ours.webhook_listen,
+            port=ours.webhook_port,
+            certfile=str(cert.certfile),
+            pkeyfile=str(cert.keyfile),
+            cadata=cert.ca_pem,
+        )
+    cert = webhook_tls.make([ours.webhook_host, "localhost"])
+    return kopf.WebhookServer(
+        addr=ours.webhook_listen,
+        port=ours.webhook_port,
+        host=ours.webhook_host,
+        certfile=str(cert.certfile),
+        pkeyfile=str(cert.keyfile),
+        cadata=cert.ca_pem,
     )
 
 
@@ -63,6 +114,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = ours.watch_client_timeout
     settings.posting.level = logging.WARNING  # our own Events say what happened; skip kopf's chatter
     settings.peering.standalone = True  # replicas coordinate through a Lease (leader.py), not peering
+    if ours.webhook_port:
+        settings.admission.server = _webhook_server(ours)
+        settings.admission.managed = WEBHOOK_CONFIGURATION
 
 
 @kopf.on.login()
@@ -79,6 +133,23 @@ async def issue(body: kopf.Body, uid: str, **_: Any) -> None:
             await STATE["reconciler"].ensure_issued(dict(body), _emitter(body))
     finally:
         STATE["wakeups"].wake(uid)  # a new or edited expiry: the timer must look again now
+
+
+@kopf.on.mutate(GROUP, "agentaccounts", id="stamp", operations=["CREATE", "UPDATE"])
+def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any) -> None:
+    old, operation = kwargs.get("old"), str(kwargs.get("operation"))
+    changes = STATE["admission"].mutate(operation, dict(body), dict(old) if old else None, dict(userinfo))
+    for key, value in changes.items():
+        patch.metadata.setdefault("annotations", {})[key] = value
+
+
+@kopf.on.validate(GROUP, "agentaccounts", id="check", operations=["CREATE", "UPDATE"])
+async def check(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+    old, operation = kwargs.get("old"), str(kwargs.get("operation"))
+    try:
+        await STATE["admission"].validate(operation, dict(body), dict(old) if old else None, dict(userinfo))
+    except AgentAccountsError as exc:
+        raise kopf.AdmissionError(refusal_message(exc), code=403) from None
 
 
 @kopf.daemon(GROUP, "agentaccounts", cancellation_timeout=5.0)

@@ -20,6 +20,8 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from agentaccounts.ownership import MANAGED_BY
+
 GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
 PLURALS = {
     "AgentAccount": "agentaccounts",
@@ -340,6 +342,59 @@ class Kube:
         secret = await self.get("Secret", namespace, name)
         value = ((secret or {}).get("data") or {}).get(key)
         return base64.b64decode(value).decode() if value else None
+
+    async def subject_access_review(
+        self, user: dict[str, Any], attributes: dict[str, str]
+    ) -> tuple[bool, str]:
+        """Would `user` ({username, uid, groups, extra}) be allowed `attributes` (namespace, verb,
+        group, resource, subresource, name)? Asked of the API server's own authorizer chain; groups and
+        extra are passed verbatim (a SubjectAccessReview adds nothing on its own). (allowed, reason)."""
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user.get("username", ""),
+                "uid": user.get("uid") or None,
+                "groups": list(user.get("groups") or []),
+                "extra": dict(user.get("extra") or {}),
+                "resourceAttributes": {"version": "*", **attributes},
+            },
+        }
+        api = client.AuthorizationV1Api(self.api_client)
+        result = await self._call("create SubjectAccessReview", api.create_subject_access_review, body)
+        status = (result or {}).get("status") or {}
+        if status.get("evaluationError") and not status.get("allowed"):
+            raise KubeApiError(f"SubjectAccessReview: {status['evaluationError']}", 500)
+        return bool(status.get("allowed")), str(status.get("reason") or "")
+
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        core = client.CoreV1Api(self.api_client)
+        result = await self._obj(f"get namespace {name}", core.read_namespace, name)
+        return None if result is None else dict((result.get("metadata") or {}).get("labels") or {})
+
+    async def ensure_secret_key(self, namespace: str, name: str, key: str, make: Any) -> bytes:
+        """The value of `key` in Secret namespace/name, creating the Secret with `make()` if absent.
+        Two operators starting at once both try to create; the loser reads the winner's value."""
+        existing = await self.get("Secret", namespace, name)
+        if existing is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": "Opaque",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "labels": dict(MANAGED_BY),
+                },
+                "data": {key: base64.b64encode(make()).decode()},
+            }
+            with contextlib.suppress(AlreadyExists):
+                await self.create("Secret", namespace, body)
+            existing = await self.get("Secret", namespace, name)
+        value = ((existing or {}).get("data") or {}).get(key)
+        if not value:
+            raise KubeApiError(f"Secret {namespace}/{name} has no key {key!r}", 500)
+        return base64.b64decode(value)
 
     # -- discovery ------------------------------------------------------------------------------
     async def served_resources(self) -> dict[str, set[str]]:

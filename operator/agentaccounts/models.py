@@ -66,10 +66,15 @@ class ProviderRef(_Model):
 
 
 class Scope(_Model):
-    """Permissions granted on resources; the grammar of both is the provider's (see the CRD docs)."""
+    """Permissions granted on resources; the grammar of both is the provider's (see the CRD docs).
+
+    `resource_names` (Kubernetes only) narrows every resource of the scope to those object names, as
+    an RBAC rule's resourceNames does; `resources` then keeps RBAC's own meaning of a slash
+    (`pods/log` is the log subresource of pods, never a pod named "log")."""
 
     permissions: list[str] = Field(min_length=1)
     resources: list[str] = Field(default_factory=list)
+    resource_names: list[str] = Field(default_factory=list, alias="resourceNames")
 
 
 class AgentAccountSpec(_Model):
@@ -78,6 +83,7 @@ class AgentAccountSpec(_Model):
     scopes: list[Scope] = Field(min_length=1)
     secret_name: str | None = Field(default=None, alias="secretName")
     keep_expired_for: Duration = Field(default=timedelta(hours=1), alias="keepExpiredFor")
+    dry_run: bool = Field(default=False, alias="dryRun")
 
 
 class AccountRef(_Model):
@@ -89,7 +95,7 @@ class AccountRef(_Model):
     id: str = ""
 
 
-Phase = Literal["Pending", "Ready", "Expired", "Failed"]
+Phase = Literal["Pending", "Ready", "Expired", "Failed", "DryRun"]
 
 
 class AgentAccountStatus(_Model):
@@ -103,6 +109,18 @@ class AgentAccountStatus(_Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
 
 
+class Requester(_Model):
+    """Who asked for an AgentAccount, exactly as the API server authenticated them at admission.
+
+    Every permission an account carries is checked against this identity (SubjectAccessReview), so
+    it is only ever taken from an admission request, never from anything a user wrote."""
+
+    username: str
+    uid: str = ""
+    groups: list[str] = Field(default_factory=list)
+    extra: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class AgentAccount(_Model):
     """An AgentAccount as the reconciler sees it: identity, spec and status."""
 
@@ -112,6 +130,8 @@ class AgentAccount(_Model):
     generation: int = 1
     spec: AgentAccountSpec
     status: AgentAccountStatus = AgentAccountStatus()
+    annotations: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime | None = None
 
     @property
     def secret_name(self) -> str:
@@ -134,6 +154,8 @@ class AgentAccount(_Model):
                 "generation": meta.get("generation", 1),
                 "spec": body.get("spec", {}),
                 "status": body.get("status") or {},
+                "annotations": meta.get("annotations") or {},
+                "created_at": meta.get("creationTimestamp"),
             }
         )
 
@@ -155,11 +177,35 @@ class CloudflareBlock(_Model):
     api_base_url: str = Field(default="https://api.cloudflare.com/client/v4", alias="apiBaseURL")
 
 
-class ProviderSpec(_Model):
-    """AccountProvider / ClusterAccountProvider spec: exactly one provider block plus lifetime limits."""
+class ScopePattern(_Model):
+    """One entry of a provider's allowedScopes: shell-style patterns (fnmatch) for permissions and
+    resources. An account's scope is allowed when every (permission, resource) pair it asks for
+    matches one entry."""
+
+    permissions: list[str] = Field(min_length=1)
+    resources: list[str] = Field(default_factory=lambda: ["*"])
+
+
+class LabelSelector(_Model):
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: list[dict[str, Any]] = Field(default_factory=list, alias="matchExpressions")
+
+
+class ProviderPolicy(_Model):
+    """What a provider will issue, whoever asks: the platform team's limits on top of RBAC."""
 
     max_lifetime: Duration = Field(default=timedelta(hours=24), alias="maxLifetime")
     default_lifetime: Duration = Field(default=timedelta(hours=1), alias="defaultLifetime")
+    allowed_namespaces: LabelSelector | None = Field(default=None, alias="allowedNamespaces")
+    allowed_scopes: list[ScopePattern] | None = Field(default=None, alias="allowedScopes")
+    max_active_accounts: int | None = Field(default=None, alias="maxActiveAccounts", ge=0)
+    require_approval: bool = Field(default=False, alias="requireApproval")
+
+
+class ProviderSpec(_Model):
+    """AccountProvider / ClusterAccountProvider spec: exactly one provider block plus its policy."""
+
+    policy: ProviderPolicy = ProviderPolicy()
     kubernetes: KubernetesBlock | None = None
     cloudflare: CloudflareBlock | None = None
 
@@ -172,6 +218,14 @@ class ProviderSpec(_Model):
     @property
     def type(self) -> str:
         return "kubernetes" if self.kubernetes is not None else "cloudflare"
+
+    @property
+    def max_lifetime(self) -> timedelta:
+        return self.policy.max_lifetime
+
+    @property
+    def default_lifetime(self) -> timedelta:
+        return self.policy.default_lifetime
 
 
 class Provider(_Model):

@@ -7,11 +7,19 @@ clock reads, no kopf: the table-driven tests in tests/unit/test_policies.py pin 
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from agentaccounts.models import AgentAccount, ProviderSpec, format_duration
+from agentaccounts.models import (
+    AgentAccount,
+    LabelSelector,
+    ProviderSpec,
+    Scope,
+    ScopePattern,
+    format_duration,
+)
 
 Action = Literal["issue", "skip", "fail", "wait", "revoke", "delete"]
 
@@ -37,8 +45,8 @@ def check_lifetime(account: AgentAccount, provider: ProviderSpec) -> Decision | 
         return Decision(
             "fail",
             "LifetimeExceeded",
-            f"lifetime {format_duration(lifetime)} exceeds the provider's maxLifetime "
-            f"{format_duration(provider.max_lifetime)}",
+            f"rule max-lifetime: lifetime {format_duration(lifetime)} exceeds the provider's "
+            f"policy.maxLifetime {format_duration(provider.max_lifetime)}",
         )
     return None
 
@@ -77,3 +85,85 @@ def on_timer(account: AgentAccount, now: datetime) -> Decision:
         lag = (now - status.expires_at).total_seconds()
         return Decision("revoke", "Expired", f"expired at {status.expires_at.isoformat()} ({lag:.1f}s ago)")
     return Decision("wait", "Active", "identity active", at=status.expires_at)
+
+
+# -- provider policy (pure parts of access.py's checks) -------------------------------------------
+
+
+def selector_matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics: every matchLabels pair and every expression must hold."""
+    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
+        return False
+    for expression in selector.match_expressions:
+        key, operator = expression.get("key", ""), expression.get("operator", "")
+        values = set(expression.get("values") or [])
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def scope_pairs(scopes: list[Scope]) -> list[tuple[str, str]]:
+    """(permission, resource) pairs as allowedScopes judges them. A scope without resources asks for
+    everything the provider offers (the whole Cloudflare account), written "*": only a "*" resource
+    pattern allows it."""
+    return [(p, r) for s in scopes for p in s.permissions for r in (s.resources or ["*"])]
+
+
+def check_allowed_scopes(
+    scopes: list[Scope], allowed: list[ScopePattern] | None, provider_type: str
+) -> Decision | None:
+    """A refusal when a pair matches no allowedScopes entry. No allowedScopes: a kubernetes provider
+    leaves the limit to RBAC delegation; every other provider type refuses, because its permissions
+    are invisible to Kubernetes RBAC."""
+    if allowed is None:
+        if provider_type == "kubernetes":
+            return None
+        return Decision(
+            "fail",
+            "NotPermitted",
+            f"rule allowed-scopes: this {provider_type} provider lists no spec.policy.allowedScopes, so it "
+            "issues nothing; a platform team allows scopes with e.g. policy.allowedScopes: "
+            '[{permissions: ["Workers Scripts Read"], resources: ["account"]}]',
+        )
+    for permission, resource in scope_pairs(scopes):
+        if not any(
+            any(fnmatch.fnmatchcase(permission, p) for p in entry.permissions)
+            and any(fnmatch.fnmatchcase(resource, r) for r in entry.resources)
+            for entry in allowed
+        ):
+            return Decision(
+                "fail",
+                "NotPermitted",
+                f"rule allowed-scopes: permission {permission!r} on {resource!r} is outside the provider's "
+                "policy.allowedScopes",
+            )
+    return None
+
+
+def active_accounts(
+    bodies: list[dict[str, Any]], kind: str, name: str, exclude_uid: str, issued_only: bool
+) -> int:
+    """Live AgentAccounts of one namespace that use provider kind/name: neither Expired, Failed nor
+    being deleted. `issued_only` counts only those that reached issue (status.issuedAt), which is what
+    the reconcile-time quota needs: accounts still waiting must not hold each other up."""
+    count = 0
+    for body in bodies:
+        meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
+        ref = spec.get("providerRef") or {}
+        if meta.get("uid") == exclude_uid or meta.get("deletionTimestamp"):
+            continue
+        if (ref.get("kind") or "AccountProvider", ref.get("name")) != (kind, name):
+            continue
+        if status.get("phase") in ("Expired", "Failed", "DryRun") or (spec.get("dryRun") is True):
+            continue
+        if issued_only and not status.get("issuedAt"):
+            continue
+        count += 1
+    return count

@@ -10,9 +10,12 @@ maps them to kopf's retry semantics.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -20,22 +23,37 @@ from typing import Any
 import pydantic
 
 from agentaccounts import conditions, metrics, ownership, policies
+from agentaccounts.access import Access
 from agentaccounts.errors import (
     AgentAccountsError,
+    AwaitingApproval,
+    Denied,
     InvalidSpec,
-    LifetimeExceeded,
     PermanentError,
     ProviderNotFound,
     ProviderUnavailable,
+    QuotaExceeded,
     SecretConflict,
 )
 from agentaccounts.kube import AlreadyExists, Kube
-from agentaccounts.models import AccountRef, AgentAccount, KubernetesBlock, Provider, ProviderSpec
+from agentaccounts.models import (
+    AccountRef,
+    AgentAccount,
+    KubernetesBlock,
+    Provider,
+    ProviderSpec,
+    format_duration,
+)
 from agentaccounts.providers import Deps, provider_for
 from agentaccounts.providers.base import Issued, IssueRequest
+from agentaccounts.providers.kubernetes_rbac import GRANTS_SECRETS_LABEL, secret_names
+from agentaccounts.providers.resolve import ProviderResolver
+from agentaccounts.settings import Settings
+from agentaccounts.stamps import Signer
 
 log = logging.getLogger(__name__)
-PROVIDER_CACHE_SECONDS = 2.0
+LOCK_STRIPES = 64  # per-namespace critical sections (quota, Secret-name grants); bounded memory
+APPROVAL_RETRY_SECONDS = 5.0
 Emit = Callable[[str, str, str], None]  # (Normal|Warning, reason, message) -> posts a Kubernetes Event
 
 
@@ -47,12 +65,29 @@ def parse(body: dict[str, Any]) -> AgentAccount:
         raise InvalidSpec(f"invalid spec: {problems}") from None
 
 
+def _names_secrets(account: AgentAccount) -> bool:
+    return any(
+        s.resource_names and any(r.split("/")[0].split(".")[0] == "secrets" for r in s.resources)
+        for s in account.spec.scopes
+    )
+
+
 class Reconciler:
-    def __init__(self, deps: Deps) -> None:
+    """Issues, revokes and records AgentAccounts. `signer` verifies the requester stamps admission
+    wrote (stamps.py); `access` re-runs admission's checks right before anything is issued."""
+
+    def __init__(self, deps: Deps, signer: Signer) -> None:
         self.deps = deps
         self.kube: Kube = deps.kube
         self.now = deps.now
-        self._providers: dict[tuple[str, str, str], tuple[float, dict[str, Any] | None]] = {}
+        self.signer = signer
+        settings = deps.settings if isinstance(deps.settings, Settings) else Settings()
+        self.resolver = ProviderResolver(deps.kube, settings.provider_retry_seconds)
+        self.access = Access(deps.kube, settings)
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+
+    def _lock(self, namespace: str) -> asyncio.Lock:
+        return self._locks[zlib.crc32(namespace.encode()) % LOCK_STRIPES]
 
     # -- issue ----------------------------------------------------------------------------------
     async def ensure_issued(self, body: dict[str, Any], emit: Emit) -> dict[str, Any] | None:
@@ -73,7 +108,7 @@ class Reconciler:
             decision = policies.on_change(account, self.now())
             if decision.action == "skip":
                 return None
-            return await self._issue(account, current, emit)
+            return await self._issue(account, body.get("spec") or {}, current, emit)
         except AgentAccountsError as exc:
             meta = body.get("metadata", {})
             await self._record_error(
@@ -81,22 +116,120 @@ class Reconciler:
             )
             raise
 
-    async def _issue(self, account: AgentAccount, current: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    async def _issue(
+        self, account: AgentAccount, raw_spec: dict[str, Any], current: dict[str, Any], emit: Emit
+    ) -> dict[str, Any]:
         provider_obj = await self.resolve_provider(account)
-        failure = policies.check_lifetime(account, provider_obj.spec)
-        if failure:
-            raise (LifetimeExceeded if failure.reason == "LifetimeExceeded" else InvalidSpec)(failure.message)
+        # Defence in depth: admission ran these checks already, but nothing is issued on its word.
+        requester = self.signer.verified_requester(
+            account.namespace, raw_spec, account.annotations, account.created_at
+        )
+        await self.access.check(account, provider_obj, requester)
+        approval = self._approval(account, raw_spec, provider_obj)
         issued_at, expires_at = policies.expiry(account, provider_obj.spec, self.now())
-        await self._check_secret(account)
         provider = await provider_for(provider_obj, self.deps)
         request = self._request(account, expires_at)
         await provider.validate(request)
+        who = {
+            "requester": {"username": requester.username, "uid": requester.uid, "groups": requester.groups}
+        }
+        if account.spec.dry_run:
+            return await self._dry_run(account, provider_obj, provider.type, request, current, who, emit)
+        # Quotas and Secret-name grants are judged under a per-namespace lock, so that two accounts
+        # issued at once cannot both pass a check the other would have failed.
+        exclusive = provider_obj.spec.policy.max_active_accounts is not None or _names_secrets(account)
+        async with self._lock(account.namespace) if exclusive else contextlib.nullcontext():
+            if provider_obj.spec.policy.max_active_accounts is not None and current.get("phase") != "Ready":
+                refusal = await self.access.check_quota(account, provider_obj, issued_only=True)
+                if refusal:
+                    raise QuotaExceeded(refusal, delay=10.0)
+            return await self._issue_unlocked(
+                account,
+                provider_obj,
+                provider,
+                request,
+                issued_at,
+                expires_at,
+                current,
+                who,
+                approval,
+                emit,
+                exclusive,
+            )
+
+    def _approval(
+        self, account: AgentAccount, raw_spec: dict[str, Any], provider: Provider
+    ) -> dict[str, str] | None:
+        if not provider.spec.policy.require_approval or account.spec.dry_run:
+            return None
+        approval = self.signer.verified_approval(account.uid, raw_spec, account.annotations)
+        if approval is None:
+            raise AwaitingApproval(
+                f"{provider.kind} {provider.name!r} requires approval: a user with RBAC verb 'approve' on it "
+                f"runs `agentaccounts approve {account.name} -n {account.namespace}`",
+                delay=APPROVAL_RETRY_SECONDS,
+            )
+        if approval.get("decision") == "Denied":
+            raise Denied(f"denied by {approval.get('by')} at {approval.get('at')}")
+        return approval
+
+    async def _dry_run(
+        self,
+        account: AgentAccount,
+        provider_obj: Provider,
+        provider_type: str,
+        request: IssueRequest,
+        current: dict[str, Any],
+        who: dict[str, Any],
+        emit: Emit,
+    ) -> dict[str, Any]:
+        provider = await provider_for(provider_obj, self.deps)
+        plan = {
+            **await provider.plan(request),
+            "lifetime": format_duration(policies.lifetime_of(account, provider_obj.spec)),
+            "approvalRequired": provider_obj.spec.policy.require_approval,
+        }
+        message = (
+            "dry run: every check passed; status.plan shows what "
+            f"{provider_obj.kind}/{provider_obj.name} would issue; nothing was issued"
+        )
+        status = {
+            **conditions.phase_patch(
+                current, "DryRun", False, "DryRun", message, account.generation, self.now()
+            ),
+            **who,
+            "provider": provider_type,
+            "plan": plan,
+            "observedGeneration": account.generation,
+        }
+        await self.patch(account, status)
+        emit("Normal", "DryRun", message)
+        return status
+
+    async def _issue_unlocked(
+        self,
+        account: AgentAccount,
+        provider_obj: Provider,
+        provider: Any,
+        request: IssueRequest,
+        issued_at: datetime,
+        expires_at: datetime,
+        current: dict[str, Any],
+        who: dict[str, Any],
+        approval: dict[str, str] | None,
+        emit: Emit,
+        locked: bool,
+    ) -> dict[str, Any]:
+        await self._check_secret(account)
         started = time.monotonic()
         timing = {
             "provider": provider.type,
             "issuedAt": conditions.rfc3339(issued_at),
             "expiresAt": conditions.rfc3339(expires_at),
             "secretName": account.secret_name,
+            **who,
+            "approval": approval,
+            "plan": None,
         }
         pending = (
             {}
@@ -125,7 +258,9 @@ class Reconciler:
             # is gone: replace the identity rather than leave the agent without credentials.
             await provider.revoke(request, issued.account_ref)
             issued = await provider.issue(self._request(account, expires_at, existing=False), record)
-        await self._write_secret(account, issued, expires_at)
+        async with contextlib.nullcontext() if locked else self._lock(account.namespace):
+            await self._check_secret_not_granted(account)
+            await self._write_secret(account, issued, expires_at)
         status = {
             **conditions.phase_patch(
                 current,
@@ -167,31 +302,21 @@ class Reconciler:
         )
 
     async def resolve_provider(self, account: AgentAccount) -> Provider:
-        ref = account.spec.provider_ref
-        namespace = account.namespace if ref.kind == "AccountProvider" else ""
-        body = await self._provider_body(ref.kind, namespace, ref.name)
-        if body is None:
-            where = f" in namespace {namespace}" if namespace else ""
-            raise ProviderNotFound(
-                f"{ref.kind} {ref.name!r} not found{where}; waiting for it to appear",
-                delay=self.deps.settings.provider_retry_seconds if self.deps.settings else 5.0,
-            )
-        try:
-            spec = ProviderSpec.model_validate(body.get("spec") or {})
-        except pydantic.ValidationError as exc:
-            raise InvalidSpec(f"{ref.kind} {ref.name!r} is invalid: {exc.errors()[0]['msg']}") from None
-        return Provider(kind=ref.kind, namespace=namespace, name=ref.name, spec=spec)
+        return await self.resolver.resolve(account)
 
-    async def _provider_body(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """Provider objects, cached for PROVIDER_CACHE_SECONDS: a burst of accounts (or of expiries) through
-        one provider reads it once. Short enough that an edited or new provider counts almost at once."""
-        key, now = (kind, namespace, name), time.monotonic()
-        cached = self._providers.get(key)
-        if cached and now - cached[0] < PROVIDER_CACHE_SECONDS and cached[1] is not None:
-            return cached[1]
-        body = await self.kube.get_custom(kind, namespace, name)
-        self._providers[key] = (now, body)
-        return body
+    async def _check_secret_not_granted(self, account: AgentAccount) -> None:
+        """No other agent's Role may grant this account's Secret by name (its Role was checked when it
+        was issued, but this Secret's name may be new). Roles that grant Secret names carry a label,
+        so this is one small list, not a scan of every Role."""
+        roles = await self.kube.list_objects("Role", account.namespace, f"{GRANTS_SECRETS_LABEL}=true")
+        for role in roles:
+            if ownership.owned_by(role, account.uid):
+                continue
+            if account.secret_name in secret_names(role.get("rules") or []):
+                raise SecretConflict(
+                    f"Secret name {account.secret_name!r} is granted to another agent by Role "
+                    f"{account.namespace}/{role['metadata']['name']}; set spec.secretName to another name"
+                )
 
     async def _check_secret(self, account: AgentAccount) -> dict[str, Any] | None:
         secret = await self.kube.get("Secret", account.namespace, account.secret_name)

@@ -7,8 +7,12 @@ the environment. Nothing else in the package reads os.environ. Secrets (none tod
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CLOUDFLARE_API = "https://api.cloudflare.com/client/v4"
 
 
 class Settings(BaseSettings):
@@ -44,3 +48,24 @@ class Settings(BaseSettings):
     leader_election_namespace: str = "default"
     leader_election_name: str = "agentaccounts-operator"
     pod_name: str | None = Field(default=None, validation_alias="POD_NAME")
+    # Where the operator keeps what it owns outside the watched namespaces: the Secret with the key
+    # that signs requester stamps (admission.py). The chart sets it to the release namespace.
+    operator_namespace: str = "default"
+    signing_key_secret: str = "agentaccounts-signing-key"
+    # Admission webhook (mutating: stamps the requester; validating: every policy and RBAC check).
+    # Served by default: out of a cluster (tests, demo) at https://webhook_host:webhook_port, registered
+    # by URL; in a cluster through the Service named by webhook_service ("namespace/name").
+    webhook_port: int = Field(default=9443, ge=0, le=65535, description="0 disables admission")
+    webhook_listen: str = "127.0.0.1"
+    webhook_host: str = "127.0.0.1"
+    webhook_service: str | None = None
+    # Cloudflare API base URLs a provider's apiBaseURL may start with. A provider object can never
+    # widen this: it is the operator's own setting. Plain http is accepted only for loopback.
+    allowed_api_base_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [CLOUDFLARE_API])
+
+    @field_validator("allowed_api_base_urls", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -114,14 +114,20 @@ def create_token_provider(
         "apiTokenSecretRef": {"name": secret},
         "apiBaseURL": p.emu.base_url,
     }
-    _create_provider(api, namespace, name, {"cloudflare": cloudflare, "maxLifetime": max_lifetime})
+    _create_provider(api, namespace, name, {"cloudflare": cloudflare, "policy": _policy(max_lifetime)})
 
 
 def create_temporary_provider(
     api: client.ApiClient, namespace: str, name: str, emu: Emulator, *, max_lifetime: str = "24h"
 ) -> None:
     cloudflare = {"mode": "temporaryAccount", "apiBaseURL": emu.base_url}
-    _create_provider(api, namespace, name, {"cloudflare": cloudflare, "maxLifetime": max_lifetime})
+    _create_provider(api, namespace, name, {"cloudflare": cloudflare, "policy": _policy(max_lifetime)})
+
+
+def _policy(max_lifetime: str) -> dict[str, Any]:
+    # The emulator's tests exercise the provider itself, so its policy allows every scope; the policy
+    # checks have their own tests (test_least_privilege.py).
+    return {"maxLifetime": max_lifetime, "allowedScopes": [{"permissions": ["*"], "resources": ["*"]}]}
 
 
 def _create_provider(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:

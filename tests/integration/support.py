@@ -43,10 +43,12 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
 
 
 class OperatorProcess:
-    """`agentaccounts run` in a child process, watching the given namespaces."""
+    """`agentaccounts run` in a child process, watching the given namespaces; ready once its admission
+    webhook answers (a server-side dry-run create comes back stamped with the requester)."""
 
     def __init__(self, kubeconfig: Path, namespaces: list[str], env: dict[str, str] | None = None) -> None:
-        self.health_port, self.metrics_port = free_port(), free_port()
+        self.health_port, self.metrics_port, self.webhook_port = free_port(), free_port(), free_port()
+        self.kubeconfig = kubeconfig
         self.log = Path(tempfile.mkstemp(prefix="operator-", suffix=".log")[1])
         args = [
             sys.executable,
@@ -65,9 +67,17 @@ class OperatorProcess:
                 args,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})},
+                env={
+                    **os.environ,
+                    "KUBECONFIG": str(kubeconfig),
+                    "AGENTACCOUNTS_WEBHOOK_PORT": str(self.webhook_port),
+                    **(env or {}),
+                },
             )
         wait_for(self._healthy, 30, "the operator's liveness endpoint")
+        if (env or {}).get("AGENTACCOUNTS_WEBHOOK_PORT") != "0":
+            probe = namespaces[0] if namespaces else "default"
+            wait_for(lambda: admission_ready(kubeconfig, probe), 30, "the operator's admission webhook")
 
     def _healthy(self) -> bool:
         assert self.proc.poll() is None, f"operator exited early:\n{self.output()}"
@@ -97,6 +107,32 @@ class OperatorProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def admission_ready(kubeconfig: Path, namespace: str) -> bool:
+    """True once a dry-run AgentAccount create in `namespace` comes back stamped by the webhook."""
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentAccount",
+        "metadata": {"generateName": "admission-probe-", "namespace": namespace},
+        "spec": {
+            "providerRef": {"kind": "ClusterAccountProvider", "name": "admission-probe-absent"},
+            "scopes": [{"permissions": ["get"], "resources": ["configmaps"]}],
+        },
+    }
+    try:
+        created = custom(api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "agentaccounts", body, dry_run="All"
+        )
+    except ApiException:
+        return False  # e.g. a stale registration from an operator that is gone (failurePolicy Fail)
+    finally:
+        api.close()
+    return REQUESTED_BY in (created.get("metadata", {}).get("annotations") or {})
+
+
+REQUESTED_BY = "agentaccounts.dev/requested-by"
 
 
 def custom(api: client.ApiClient) -> client.CustomObjectsApi:

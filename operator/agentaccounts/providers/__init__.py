@@ -3,6 +3,10 @@
 A provider is built per use from the provider object's spec plus the shared dependencies in `Deps`
 (kube adapter, clock, HTTP client, per-process caches such as Cloudflare's request budgets). Building
 is cheap; anything expensive or shared lives in `Deps.shared`, keyed by the builder.
+
+Building a Cloudflare provider first checks `apiBaseURL` against the operator's
+`AGENTACCOUNTS_ALLOWED_API_BASE_URLS` (see providers/cloudflare_guard.py): a provider object that
+points elsewhere is InvalidSpec before its parent token is read or any request is sent.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from agentaccounts.models import Provider as ProviderObject
 from agentaccounts.providers.base import Provider
 from agentaccounts.providers.cloudflare import CATALOG_TTL, NAMES_TTL, CloudflareProvider
 from agentaccounts.providers.cloudflare_budget import BudgetRegistry
+from agentaccounts.providers.cloudflare_guard import check_api_base_url
 from agentaccounts.providers.cloudflare_tokens import CatalogCache, NameIndex
 from agentaccounts.providers.kubernetes import KubernetesProvider
+from agentaccounts.settings import CLOUDFLARE_API
 
 
 @dataclass
@@ -47,6 +53,10 @@ async def _kubernetes(obj: ProviderObject, deps: Deps) -> Provider:
 async def _cloudflare(obj: ProviderObject, deps: Deps) -> Provider:
     block = obj.spec.cloudflare
     assert block is not None
+    # First, before any request and before the parent token is read: the token goes to this URL, and
+    # only the operator's own settings (never a provider object) say where it may go.
+    allowed = deps.settings.allowed_api_base_urls if deps.settings else [CLOUDFLARE_API]
+    check_api_base_url(block.api_base_url, allowed)
     shared = deps.shared.setdefault("cloudflare", {})
     if not shared:
         s = deps.settings

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from agentaccounts.models import AccountRef, Scope
 
@@ -66,6 +66,10 @@ class Provider(Protocol):
 
     async def validate(self, request: IssueRequest) -> None:
         """Raise a PermanentError if the scopes cannot be granted; called before anything is created."""
+
+    async def plan(self, request: IssueRequest) -> dict[str, Any]:
+        """What `issue` would create for this request (for dry runs and status.plan); no side effects.
+        Never contains a credential."""
 
     async def issue(self, request: IssueRequest, record: Recorder) -> Issued:
         """Create (or adopt) the identity and return its credentials."""

@@ -7,6 +7,9 @@ Thin on purpose. The work lives in siblings, each with one reason to exist:
     cloudflare_scopes.py   the scope/resource grammar -> token policies; R2 credentials (pure)
     cloudflare_tokens.py   mode `token`: create / update / revoke / sweep account-owned tokens
     cloudflare_preview.py  mode `temporaryAccount`: proof of work and temporary accounts
+    cloudflare_guard.py    rules no provider object loosens: the apiBaseURL allow-list (checked by the
+                           builder in providers/__init__.py, before the parent token is read) and the
+                           never-grantable permission groups (checked by TokenFlow before any request)
 
 How the reconciler builds one. Building is cheap; what must be shared lives in two process-wide
 objects made once (e.g. in `Deps.shared`):
@@ -29,7 +32,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -57,6 +60,7 @@ def utcnow() -> datetime:
 
 class _Flow(Protocol):
     async def validate(self, request: IssueRequest) -> None: ...
+    async def plan(self, request: IssueRequest) -> dict[str, Any]: ...
     async def issue(self, request: IssueRequest, record: Recorder) -> Issued: ...
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None: ...
 
@@ -89,7 +93,8 @@ class CloudflareProvider:
         `client` is shared and owned by the caller (it closes it); `now` must return an aware UTC time.
         `budget`, `catalogs` and `names` should be process-wide (see the module docstring); without
         `catalogs` this provider caches permission groups on its own, without `names` every new token
-        scans the account's token list.
+        scans the account's token list. `block.api_base_url` is used as given: the caller checks it
+        against the operator's allow-list first (`cloudflare_guard.check_api_base_url`).
         """
         if block.mode == "temporaryAccount":
             # No parent token: temporary-account calls are unauthenticated.
@@ -106,8 +111,13 @@ class CloudflareProvider:
         return cls(TokenFlow(api, block.account_id, now, catalogs, names), block.mode)
 
     async def validate(self, request: IssueRequest) -> None:
-        """Token mode: every permission group exists and fits its resources. Temporary: lifetime ≤ 60 min."""
+        """Token mode: no never-grantable group (NotPermitted, before any request), every group exists
+        and fits its resources. Temporary: lifetime ≤ 60 min (scopes are not applied)."""
         await self._flow.validate(request)
+
+    async def plan(self, request: IssueRequest) -> dict[str, Any]:
+        """Dry run: what `issue` would create, after the same checks as `validate`; never a credential."""
+        return await self._flow.plan(request)
 
     async def issue(self, request: IssueRequest, record: Recorder) -> Issued:
         return await self._flow.issue(request, record)

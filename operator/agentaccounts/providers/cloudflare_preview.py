@@ -23,6 +23,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from agentaccounts.errors import LifetimeExceeded, ProviderUnavailable
 from agentaccounts.models import AccountRef
@@ -80,6 +81,11 @@ class PreviewFlow:
                 f"claimed), but this account would expire at {request.expires_at.isoformat()}, "
                 f"{int(lifetime.total_seconds() // 60)} minutes from now: set spec.lifetime to 60m or less"
             )
+
+    async def plan(self, request: IssueRequest) -> dict[str, Any]:
+        """What `issue` would create; no request (the challenge is only fetched to create)."""
+        await self.validate(request)
+        return {"kind": KIND, "note": NOTE.format(until="")}
 
     async def issue(self, request: IssueRequest, record: Recorder) -> Issued:
         existing = request.existing

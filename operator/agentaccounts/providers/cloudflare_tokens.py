@@ -17,13 +17,21 @@ Idempotency, in the order `issue` checks:
 3. Create, and `record()` the id at once.
 Step 2 needs the account's token list (up to 500 tokens / 50 per page = 10 requests). A process-wide
 `NameIndex` lets one scan serve every fresh token for a while (see its docstring); without one, each
-fresh token scans. Reissues of a recorded token cost a GET and a PUT.
+fresh token scans. Reissues of a recorded token cost a GET and a PUT; revoking one a GET and a DELETE.
+
+Trust. Never-grantable permission groups (cloudflare_guard.py) are refused first, in `validate` and
+`issue`, before any request. An id recorded in status is only a hint: status can be written (or
+forged) by anyone with status access, and the id could name the parent token or another agent's.
+`issue` adopts it and `revoke` deletes it only when Cloudflare says that token carries our name; a
+foreign name makes issue an ObjectConflict, and makes revoke leave that token alone and delete the
+tokens with our name instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +47,7 @@ from agentaccounts.errors import (
 from agentaccounts.models import AccountRef
 from agentaccounts.providers.base import Issued, IssueRequest, Recorder
 from agentaccounts.providers.cloudflare_api import CloudflareAPI, pick
+from agentaccounts.providers.cloudflare_guard import check_scopes
 from agentaccounts.providers.cloudflare_scopes import (
     Catalog,
     build_policies,
@@ -53,6 +62,10 @@ log = logging.getLogger(__name__)
 KIND = "CloudflareAPIToken"
 PREFIX = "agentaccounts/"
 MAX_NAME = 120  # Cloudflare's limit on token names
+# Cloudflare token ids are 32 hex characters. An id from status is put into a URL path, and httpx
+# resolves "..": "../../zones/<id>" would DELETE something that is not a token. This allows any id
+# Cloudflare might plausibly use, and no path syntax.
+_TOKEN_ID = re.compile(r"^[0-9A-Za-z_-]{1,64}$")
 
 
 def token_name(namespace: str, name: str, uid: str) -> str:
@@ -238,9 +251,25 @@ class TokenFlow:
         )
 
     async def validate(self, request: IssueRequest) -> None:
+        check_scopes(request.scopes)  # before anything else: never-grantable groups cost no request
         build_policies(request.scopes, await self.catalog(), self._account_id)
 
+    async def plan(self, request: IssueRequest) -> dict[str, Any]:
+        """The token `issue` would create (name, expiry, policies as sent); costs at most the catalog GET."""
+        check_scopes(request.scopes)
+        catalog = await self.catalog()
+        r2 = r2_jurisdictions(request.scopes, catalog, self._account_id)
+        return {
+            "kind": KIND,
+            "accountId": self._account_id,
+            "name": token_name(request.namespace, request.name, request.uid),
+            "expiresOn": rfc3339(request.expires_at),
+            "policies": build_policies(request.scopes, catalog, self._account_id),
+            "r2Jurisdictions": sorted(r2) if r2 is not None else [],
+        }
+
     async def issue(self, request: IssueRequest, record: Recorder) -> Issued:
+        check_scopes(request.scopes)  # again here: issue must not rely on validate having run
         catalog = await self.catalog()
         name = token_name(request.namespace, request.name, request.uid)
         expires_on = rfc3339(request.expires_at)
@@ -253,6 +282,8 @@ class TokenFlow:
         r2 = r2_jurisdictions(request.scopes, catalog, self._account_id)
         known = request.existing.id if request.existing and request.existing.kind == KIND else ""
         if known:
+            if not _TOKEN_ID.match(known):
+                raise ObjectConflict("status.accountRef.id is not a Cloudflare token id: not ours")
             current = await self._api.call("GET", f"{self._base}/{known}", missing_ok=True)
             if current is not None:
                 if current.get("name") != name:
@@ -298,11 +329,14 @@ class TokenFlow:
         return data
 
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
-        # 404 is success: the token expired and was cleaned up, or an earlier revoke got there first.
+        """Delete this account's token; the id in `ref` (status) is trusted only once Cloudflare confirms
+        that token carries our name. 404 is success: the token was cleaned up, or a revoke got there first.
+        """
+        name = token_name(request.namespace, request.name, request.uid)
         if ref is not None and ref.kind == KIND and ref.id:
-            ids = [ref.id]
+            ids = await self._owned(ref.id, name)
         else:
-            ids = await self._ids_named(token_name(request.namespace, request.name, request.uid))
+            ids = await self._ids_named(name)
         for token_id in ids:
             gone = await self._api.call("DELETE", f"{self._base}/{token_id}", missing_ok=True) is None
             self._note_deleted(token_id)
@@ -331,6 +365,30 @@ class TokenFlow:
             self._note_deleted(token_id)
             log.info("Deleted orphaned Cloudflare token %s (%s)", token_id, name)
         return [f"{name} (id {token_id})" for token_id, name in doomed]
+
+    async def _owned(self, token_id: str, name: str) -> list[str]:
+        """`[token_id]` if Cloudflare says it is named `name`; [] if it is gone; otherwise our tokens by name.
+
+        status.accountRef is writable by anyone with status access (and forgeable), so its id could
+        name the parent token or another agent's: deleting it blindly would revoke someone else. One
+        GET per revoke (2 requests instead of 1) is the price; only a mismatch costs the list scan.
+        """
+        if not _TOKEN_ID.match(token_id):
+            log.warning("status.accountRef.id of %s is not a Cloudflare token id: ignoring it", name)
+            return await self._ids_named(name)
+        current = await self._api.call("GET", f"{self._base}/{token_id}", missing_ok=True)
+        if current is None:
+            log.info("Cloudflare token %s was already gone", token_id)
+            return []
+        if current.get("name") == name:
+            return [token_id]
+        log.warning(
+            "status.accountRef names Cloudflare token %s, which is not named %s: not deleting it; "
+            "deleting the tokens with that name instead",
+            token_id,
+            name,
+        )
+        return await self._ids_named(name)
 
     def _note_deleted(self, token_id: str) -> None:
         if self._names is not None:

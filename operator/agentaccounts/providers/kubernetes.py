@@ -22,7 +22,13 @@ from agentaccounts.errors import ObjectConflict, ProviderRejected, ProviderUnava
 from agentaccounts.kube import AlreadyExists, Kube, KubeApiError
 from agentaccounts.models import AccountRef, KubernetesBlock
 from agentaccounts.providers.base import Issued, IssueRequest, Recorder
-from agentaccounts.providers.kubernetes_rbac import kubeconfig, object_name, rules_for
+from agentaccounts.providers.kubernetes_rbac import (
+    GRANTS_SECRETS_LABEL,
+    kubeconfig,
+    object_name,
+    rules_for,
+    secret_names,
+)
 
 MIN_TOKEN_SECONDS = 600  # the TokenRequest API's minimum expirationSeconds
 
@@ -40,6 +46,11 @@ class KubernetesProvider:
     async def validate(self, request: IssueRequest) -> None:
         rules_for(request.scopes, await self.kube.served_resources())
 
+    async def plan(self, request: IssueRequest) -> dict[str, Any]:
+        name = object_name(request.name)
+        rules = rules_for(request.scopes, await self.kube.served_resources())
+        return {"serviceAccount": name, "role": {"name": name, "rules": rules}}
+
     async def issue(self, request: IssueRequest, record: Recorder) -> Issued:
         name = object_name(request.name)
         rules = rules_for(request.scopes, await self.kube.served_resources())
@@ -51,7 +62,10 @@ class KubernetesProvider:
             # The ServiceAccount's uid lets revocation delete it with one call, no read first.
             ref = AccountRef(kind="ServiceAccount", name=name, namespace=request.namespace, id=sa_uid)
             await record(ref)
-            await self._ensure(request, "Role", {"metadata": meta, "rules": rules})
+            role_meta = meta
+            if secret_names(rules):
+                role_meta = {**meta, "labels": {**meta["labels"], GRANTS_SECRETS_LABEL: "true"}}
+            await self._ensure(request, "Role", {"metadata": role_meta, "rules": rules})
             await self._ensure(
                 request,
                 "RoleBinding",
@@ -79,21 +93,16 @@ class KubernetesProvider:
         )
 
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
-        name = ref.name if ref and ref.kind == "ServiceAccount" else object_name(request.name)
-        selector = ownership.selector(request.uid)  # only objects carrying this account's UID label
+        # Everything carrying this account's UID label, and nothing else: status.accountRef is not
+        # trusted for deletion (a forged name or uid there must not delete someone else's
+        # ServiceAccount), so revocation never deletes by the recorded name or uid.
+        selector = ownership.selector(request.uid)
         try:
             # All at once, one round trip: deleting the RoleBinding and Role ends the token's access at
             # once (the API server may still authenticate it from its 10 s cache, but it may do
-            # nothing); deleting the ServiceAccount makes the token itself invalid. With the
-            # ServiceAccount's uid recorded, that is a DELETE with a uid precondition (only the one we
-            # made); otherwise everything carrying the account's UID label goes.
-            service_account = (
-                self.kube.delete("ServiceAccount", request.namespace, name, uid=ref.id)
-                if ref and ref.kind == "ServiceAccount" and ref.id
-                else self.kube.delete_labelled("ServiceAccount", request.namespace, selector)
-            )
+            # nothing); deleting the ServiceAccount makes the token itself invalid.
             await asyncio.gather(
-                service_account,
+                self.kube.delete_labelled("ServiceAccount", request.namespace, selector),
                 self.kube.delete_labelled("RoleBinding", request.namespace, selector),
                 self.kube.delete_labelled("Role", request.namespace, selector),
             )

@@ -1,0 +1,128 @@
+"""Admission for AgentAccounts, kopf-free: what the mutating and validating webhooks decide.
+
+Why a webhook and not a ValidatingAdmissionPolicy (measured facts in README "For platform teams"):
+a VAP's CEL `authorizer` allows at most 2 checks per expression and ~28 per binding, cannot read the
+referenced provider's policy, count active accounts, or parse our `2d` durations, and stamping the
+requester needs MutatingAdmissionPolicy, which is beta and off by default in 1.34. A webhook does all
+of it with the same code reconcile runs (access.py), at the cost of availability: see `handlers.py`
+for failurePolicy and TLS.
+
+Mutating (stamp): on CREATE, and on every UPDATE that changes the spec, the requester is the user
+making the request and is stamped (stamps.py); on any other UPDATE the stamps are restored from the
+old object, so a user-edited value never survives. Approval requests ("agentaccounts.dev/approval:
+approve|deny") are turned into a signed approval stamp.
+
+Validating (check): the same checks reconcile runs before issuing, as the stamped requester; for an
+approval, RBAC verb `approve` on the provider. Updates that change neither spec nor approval (kopf's
+finalizer and annotations, labels) pass without any API call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from agentaccounts import stamps
+from agentaccounts.access import Access
+from agentaccounts.errors import (
+    AgentAccountsError,
+    InvalidSpec,
+    NotPermitted,
+    ProviderNotFound,
+    QuotaExceeded,
+)
+from agentaccounts.models import AgentAccount
+from agentaccounts.providers.resolve import ProviderResolver
+from agentaccounts.stamps import Signer
+
+APPROVAL_VALUES = {"approve": "Approved", "deny": "Denied"}
+
+
+def _annotations(body: dict[str, Any] | None) -> dict[str, str]:
+    return dict(((body or {}).get("metadata") or {}).get("annotations") or {})
+
+
+def _approval_requested(body: dict[str, Any], old: dict[str, Any] | None) -> str | None:
+    new_value = _annotations(body).get(stamps.APPROVAL_REQUEST)
+    if new_value is None or new_value == _annotations(old).get(stamps.APPROVAL_REQUEST):
+        return None
+    if new_value not in APPROVAL_VALUES:
+        raise InvalidSpec(f"annotation {stamps.APPROVAL_REQUEST} must be approve or deny, not {new_value!r}")
+    return APPROVAL_VALUES[new_value]
+
+
+class Admission:
+    def __init__(
+        self, access: Access, resolver: ProviderResolver, signer: Signer, now: Callable[[], datetime]
+    ) -> None:
+        self.access = access
+        self.resolver = resolver
+        self.signer = signer
+        self.now = now
+
+    def mutate(
+        self, operation: str, body: dict[str, Any], old: dict[str, Any] | None, userinfo: dict[str, Any]
+    ) -> dict[str, str | None]:
+        """Annotation changes to apply (None removes a key)."""
+        namespace = body.get("metadata", {}).get("namespace", "")
+        requester = stamps.requester_from_userinfo(userinfo)
+        current, previous = _annotations(body), _annotations(old)
+        changes: dict[str, str | None] = {}
+        if operation == "CREATE" or body.get("spec") != (old or {}).get("spec"):
+            changes.update(
+                self.signer.requester_stamp(namespace, body.get("spec") or {}, requester, self.now())
+            )
+            changes.update({stamps.APPROVED_BY: None, stamps.APPROVAL_SIGNATURE: None})
+        else:
+            for key in (stamps.REQUESTED_BY, stamps.REQUESTER, stamps.REQUESTER_SIGNATURE):
+                if current.get(key) != previous.get(key):
+                    changes[key] = previous.get(key)
+            decision = _approval_requested(body, old) if operation == "UPDATE" else None
+            if decision is not None:
+                uid = body.get("metadata", {}).get("uid", "")
+                changes.update(
+                    self.signer.approval_stamp(
+                        uid, body.get("spec") or {}, decision, requester.username, self.now()
+                    )
+                )
+            else:
+                for key in (stamps.APPROVED_BY, stamps.APPROVAL_SIGNATURE):
+                    if current.get(key) != previous.get(key):
+                        changes[key] = previous.get(key)
+        return {k: v for k, v in changes.items() if current.get(k) != v}
+
+    async def validate(
+        self, operation: str, body: dict[str, Any], old: dict[str, Any] | None, userinfo: dict[str, Any]
+    ) -> None:
+        """Raise an AgentAccountsError (its message names the rule) to refuse the request."""
+        spec_changed = operation == "CREATE" or body.get("spec") != (old or {}).get("spec")
+        decision = None if spec_changed else _approval_requested(body, old)
+        if not spec_changed and decision is None:
+            return
+        try:
+            account = AgentAccount.from_body(body)
+        except ValueError as exc:
+            raise InvalidSpec(f"invalid spec: {exc}") from None
+        requester = stamps.requester_from_userinfo(userinfo)
+        try:
+            provider = await self.resolver.resolve(account)
+        except ProviderNotFound:
+            return  # checked in full when it appears (the account waits in Pending until then)
+        if decision is not None:
+            await self.access.check_provider_verb(requester, provider, "approve")
+            return
+        stamped = self.signer.verified_requester(
+            account.namespace, body.get("spec") or {}, account.annotations, None
+        )
+        if stamped.username != requester.username or stamped.groups != requester.groups:
+            raise NotPermitted("rule requester-recorded: the requester stamp was altered after admission")
+        await self.access.check(account, provider, requester)
+        if operation == "CREATE":
+            refusal = await self.access.check_quota(account, provider, issued_only=False)
+            if refusal:
+                raise QuotaExceeded(refusal)
+
+
+def refusal_message(exc: AgentAccountsError) -> str:
+    return f"{exc.reason}: {exc.message}"
