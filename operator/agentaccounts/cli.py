@@ -116,6 +116,15 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("--lifetime", help="e.g. 30m (default: the provider's defaultLifetime)")
     request.add_argument("--wait", action="store_true", help="wait until Ready and print the Secret name")
     request.add_argument("--timeout", type=float, default=60.0)
+
+    for verb in ("approve", "deny"):
+        decide = sub.add_parser(
+            verb,
+            help=f"{verb} an AgentAccount whose provider requires approval "
+            "(needs RBAC verb 'approve' on the provider)",
+        )
+        decide.add_argument("name")
+        decide.add_argument("-n", "--namespace", default="default")
     return parser
 
 
@@ -227,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             from agentaccounts import demo
 
             return asyncio.run(demo.main(kube))
+        if args.command in ("approve", "deny"):
+            from agentaccounts.request import decide
+
+            return asyncio.run(decide(kube, args.namespace, args.name, args.command))
         from agentaccounts.request import main as request_main
 
         return asyncio.run(request_main(kube, args))

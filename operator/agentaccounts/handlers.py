@@ -8,6 +8,7 @@ else is left to kopf's backoff.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,12 @@ class ServiceWebhookServer(kopf.WebhookServer):
                 },
                 "caBundle": config.get("caBundle"),
             }
+
+
+async def _no_admission(_: Any) -> Any:
+    """kopf insists on a server when admission handlers exist; this one never serves."""
+    await asyncio.Event().wait()
+    yield {}  # pragma: no cover - never reached
 
 
 def _webhook_server(ours: Settings) -> kopf.WebhookServer:
@@ -117,6 +124,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     if ours.webhook_port:
         settings.admission.server = _webhook_server(ours)
         settings.admission.managed = WEBHOOK_CONFIGURATION
+    else:  # admission off (webhook_port 0): nothing served, nothing registered
+        settings.admission.server = _no_admission
 
 
 @kopf.on.login()

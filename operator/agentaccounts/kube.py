@@ -322,6 +322,19 @@ class Kube:
         """JSON merge patch of an AgentAccount's status (None values remove fields)."""
         await self.patch_status("AgentAccount", namespace, name, status)
 
+    async def annotate_account(self, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+        """JSON merge patch of an AgentAccount's annotations (None removes a key)."""
+        await self._call(
+            f"annotate AgentAccount {namespace}/{name}",
+            self._custom().patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "agentaccounts",
+            name,
+            {"metadata": {"annotations": annotations}},
+        )
+
     async def delete_account(self, namespace: str, name: str, uid: str) -> None:
         api = self._custom()
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from agentaccounts.kube import Kube, KubeApiError
+from agentaccounts.stamps import APPROVAL_REQUEST
 
 
 def parse_scope(text: str) -> dict[str, list[str]]:
@@ -65,3 +66,18 @@ async def main(kube: Kube, args: argparse.Namespace) -> int:
         await asyncio.sleep(0.2)  # poll interval; the deadline bounds the wait
     print(f"error: not Ready within {args.timeout:.0f}s", file=sys.stderr)
     return 1
+
+
+async def decide(kube: Kube, namespace: str, name: str, verb: str) -> int:
+    """`agentaccounts approve|deny NAME`: ask for the decision; the admission webhook checks that the
+    caller holds RBAC verb `approve` on the provider and records who decided, signed."""
+    try:
+        await kube.annotate_account(namespace, name, {APPROVAL_REQUEST: verb})
+    except KubeApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"agentaccount.agentaccounts.dev/{name} {'approved' if verb == 'approve' else 'denied'}",
+        file=sys.stderr,
+    )
+    return 0

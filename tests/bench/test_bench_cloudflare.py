@@ -35,6 +35,7 @@ from bench.machine import mem_gib, proc_kib
 from cfemulator import Emulator
 from integration.cloudflare_support import (
     TimedExchanges,
+    allow_list,
     create_token_provider,
     max_in_window,
     parent,
@@ -104,7 +105,9 @@ def test_bench_thousand_accounts_at_cloudflare_limits(cluster: Any, namespace: s
     owner = {p.account: i for i, p in enumerate(parents)}
     for i, p in enumerate(parents):
         create_token_provider(api, namespace, f"cloudflare-{i}", p, secret=f"cloudflare-parent-{i}")
-    operator = OperatorProcess(cluster.kubeconfig, [namespace])
+    operator = OperatorProcess(
+        cluster.kubeconfig, [namespace], env={"AGENTACCOUNTS_ALLOWED_API_BASE_URLS": allow_list(emu)}
+    )
     try:
         for i in range(PARENTS):
             wait_for(

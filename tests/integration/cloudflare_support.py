@@ -64,8 +64,16 @@ def emulator_fixture(request: pytest.FixtureRequest) -> Iterator[Emulator]:
     constructor options (default: real limits, small proof of work)."""
     options = {"previews": SMALL_POW, **getattr(request, "param", {})}
     emu = start_emulator(**options)
-    yield emu
+    with pytest.MonkeyPatch.context() as patch:
+        # Operators started by this test inherit the environment: only this emulator is allowed.
+        patch.setenv("AGENTACCOUNTS_ALLOWED_API_BASE_URLS", allow_list(emu))
+        yield emu
     emu.stop()
+
+
+def allow_list(*emulators: Emulator) -> str:
+    """AGENTACCOUNTS_ALLOWED_API_BASE_URLS for operators that talk to these emulators."""
+    return ",".join(emu.base_url for emu in emulators)
 
 
 @dataclass

@@ -195,6 +195,11 @@ def events_for(api: client.ApiClient, namespace: str, name: str) -> list[tuple[s
     return [(e.type, e.reason) for e in events.items]
 
 
+def wait_event(api: client.ApiClient, namespace: str, name: str, event: tuple[str, str]) -> None:
+    """Events are posted asynchronously after the status they describe: poll for one."""
+    wait_for(lambda: event in events_for(api, namespace, name), 10, f"Event {event} on {name}")
+
+
 def labelled(api: client.ApiClient, namespace: str, uid: str) -> dict[str, list[str]]:
     """Names of every ServiceAccount, Role, RoleBinding and Secret carrying the account's UID label."""
     selector = f"agentaccounts.dev/account-uid={uid}"

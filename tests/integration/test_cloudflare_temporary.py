@@ -26,9 +26,9 @@ from integration.support import (
     OperatorProcess,
     condition,
     create_account,
-    events_for,
     phase,
     secret_data,
+    wait_event,
     wait_for,
 )
 
@@ -78,7 +78,7 @@ def test_temporary_account_credentials_and_claim_url_stay_in_the_secret(
 
     # The claim URL went nowhere but the Secret (the token and the URL are checked alike).
     assert_no_leaks(api, namespace, operator, claim_url, token)
-    assert ("Normal", "Issued") in events_for(api, namespace, "sandbox")
+    wait_event(api, namespace, "sandbox", ("Normal", "Issued"))
     # ...and it is real: opening it claims the account.
     assert httpx.get(claim_url, timeout=10).json()["claimed"] is True
     assert (emulator.account_info(account_id) or {})["claimed"] is True

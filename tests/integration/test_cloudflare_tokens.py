@@ -42,6 +42,7 @@ from integration.support import (
     get_account,
     phase,
     secret_data,
+    wait_event,
     wait_for,
 )
 
@@ -145,7 +146,7 @@ def test_deleting_the_account_mid_life_deletes_the_token(
     answer = agent_call(emulator.base_url, token, f"/accounts/{p.account}/workers/scripts")
     assert answer.status == 403
     assert not secret_exists(api, namespace, "brief-credentials")
-    assert ("Normal", "Revoked") in events_for(api, namespace, "brief")
+    wait_event(api, namespace, "brief", ("Normal", "Revoked"))
     assert [t["id"] for t in emulator.list_tokens(p.account)] == [p.id]  # only the parent is left
 
     assert_schema_valid(emulator, *TOKEN_OPS)
@@ -263,7 +264,7 @@ def test_unknown_permission_fails_naming_it(
         "'Workers Scripts Raed'" in cond["message"]
         and "did you mean 'Workers Scripts Read'" in cond["message"]
     )
-    assert ("Warning", "IssueFailed") in events_for(api, namespace, "typo")
+    wait_event(api, namespace, "typo", ("Warning", "IssueFailed"))
     assert [t["id"] for t in emulator.list_tokens(p.account)] == [p.id]  # nothing was minted
 
 

@@ -14,12 +14,12 @@ from integration.support import (
     agent_api,
     condition,
     create_account,
-    events_for,
     get_account,
     labelled,
     phase,
     secret_data,
     status_of,
+    wait_event,
     wait_for,
 )
 
@@ -84,8 +84,8 @@ def test_agent_gets_exactly_what_was_granted_until_expiry(
         "RoleBinding": [],
         "Secret": [],
     }
-    assert ("Normal", "Issued") in events_for(api, namespace, "triage")
-    assert ("Normal", "Expired") in events_for(api, namespace, "triage")
+    wait_event(api, namespace, "triage", ("Normal", "Issued"))
+    wait_event(api, namespace, "triage", ("Normal", "Expired"))
     assert 'agentaccounts_revoked_total{provider="kubernetes",reason="expired"} 1.0' in operator.metrics()
     assert get_account(api, namespace, "triage") is not None  # kept as the audit record
 
@@ -215,7 +215,7 @@ def test_foreign_secret_with_the_target_name_fails_the_account_untouched(
     assert cond["reason"] == "SecretConflict" and "mine" in cond["message"]
     assert secret_data(api, namespace, "mine") == {"keep": "me"}
     assert core.read_namespaced_secret("mine", namespace).metadata.labels is None
-    assert ("Warning", "IssueFailed") in events_for(api, namespace, "conflicted")
+    wait_event(api, namespace, "conflicted", ("Warning", "IssueFailed"))
 
 
 def test_operator_judged_errors_become_precise_conditions(
@@ -237,7 +237,7 @@ def test_operator_judged_errors_become_precise_conditions(
     greedy, confused = condition(api, namespace, "greedy"), condition(api, namespace, "confused")
     assert greedy["reason"] == "LifetimeExceeded" and "2d" in greedy["message"] and "1d" in greedy["message"]
     assert confused["reason"] == "UnknownResource" and "gizmos" in confused["message"]
-    assert ("Warning", "IssueFailed") in events_for(api, namespace, "greedy")
+    wait_event(api, namespace, "greedy", ("Warning", "IssueFailed"))
 
     # Fixing the spec re-issues without a restart.
     client.CustomObjectsApi(api).patch_namespaced_custom_object(
