@@ -216,6 +216,17 @@ async def test_lifetime_over_sixty_minutes_is_refused(fake: tuple[FakePreviews, 
     assert "90 minutes from now" in str(caught.value) and "2030-01-01T13:30:00+00:00" in str(caught.value)
 
 
+async def test_plan_checks_the_lifetime_and_calls_nothing(
+    fake: tuple[FakePreviews, CloudflareProvider],
+) -> None:
+    previews, provider = fake
+    plan = await provider.plan(request(minutes=60))
+    assert plan["kind"] == "CloudflareTemporaryAccount" and "60 minutes" in plan["note"]
+    with pytest.raises(LifetimeExceeded):
+        await provider.plan(request(minutes=90))
+    assert previews.requests == []
+
+
 async def test_oversized_challenge_is_refused_before_creating(
     fake: tuple[FakePreviews, CloudflareProvider],
 ) -> None:

@@ -18,6 +18,7 @@ import pytest
 from agentaccounts.errors import (
     AgentAccountsError,
     InvalidSpec,
+    NotPermitted,
     ObjectConflict,
     ProviderRejected,
     QuotaExceeded,
@@ -318,6 +319,100 @@ async def test_revoke_by_id_by_name_and_twice(rig: Rig) -> None:
     await provider.revoke(request(), None)  # nothing recorded: found by name
     assert orphan not in rig.cf.tokens
     await provider.revoke(request(), None)
+
+
+async def test_revoke_never_deletes_a_forged_id_of_a_foreign_token(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = rig.provider()
+    ours = (await provider.issue(request(), rig.record)).account_ref.id
+    parent = rig.cf.add("operator parent token")  # e.g. the parent token, or another agent's
+    other = rig.cf.add(token_name("team-a", "other-agent", "another-uid-0000"))
+    for victim in (parent, other):
+        rig.cf.calls.clear()
+        forged = AccountRef(kind="CloudflareAPIToken", id=victim, name=token_name("team-a", "agent", UID))
+        await provider.revoke(request(), forged)
+        assert victim in rig.cf.tokens and ours not in rig.cf.tokens
+        # One GET to check the name, the list scan for our name, then the delete of what that found.
+        expected = [("GET", f"/accounts/{A}/tokens/{victim}"), ("GET", f"/accounts/{A}/tokens")]
+        assert rig.cf.calls == expected + (
+            [("DELETE", f"/accounts/{A}/tokens/{ours}")] if victim == parent else []
+        )
+    assert "not deleting it" in caplog.text and PARENT not in caplog.text
+    assert set(rig.cf.tokens) == {parent, other}
+
+
+async def test_revoke_by_id_checks_the_name_with_one_get(rig: Rig) -> None:
+    provider = rig.provider()
+    ref = (await provider.issue(request(), rig.record)).account_ref
+    rig.cf.calls.clear()
+    await provider.revoke(request(), ref)
+    assert rig.cf.calls == [
+        ("GET", f"/accounts/{A}/tokens/{ref.id}"),
+        ("DELETE", f"/accounts/{A}/tokens/{ref.id}"),
+    ]
+    rig.cf.calls.clear()
+    await provider.revoke(request(), ref)  # 404 on the GET: gone is success, nothing deleted
+    assert rig.cf.calls == [("GET", f"/accounts/{A}/tokens/{ref.id}")]
+
+
+@pytest.mark.parametrize("bad_id", ["../../../zones/" + "a" * 32, "x/y", "%2e%2e", "a?b", ""])
+async def test_an_id_that_is_no_token_id_never_reaches_a_url(rig: Rig, bad_id: str) -> None:
+    provider = rig.provider()
+    ours = (await provider.issue(request(), rig.record)).account_ref.id
+    rig.cf.calls.clear()
+    await provider.revoke(request(), AccountRef(kind="CloudflareAPIToken", id=bad_id))
+    assert rig.cf.calls == [("GET", f"/accounts/{A}/tokens"), ("DELETE", f"/accounts/{A}/tokens/{ours}")]
+    if bad_id:
+        rig.cf.calls.clear()
+        with pytest.raises(ObjectConflict, match="not a Cloudflare token id"):
+            await provider.issue(
+                request(existing=AccountRef(kind="CloudflareAPIToken", id=bad_id)), rig.record
+            )
+        assert all(path.endswith("/permission_groups") for _, path in rig.cf.calls)
+
+
+@pytest.mark.parametrize(
+    "permission",
+    [
+        "Account API Tokens Write",
+        "account api tokens read",
+        "Account Settings Read",
+        "Memberships Write",
+        "Billing Read",
+    ],
+)
+async def test_never_grantable_groups_are_refused_before_any_request(rig: Rig, permission: str) -> None:
+    provider = rig.provider()
+    scopes = ((["Workers Scripts Write"], []), ([permission], []))
+    existing = AccountRef(kind="CloudflareAPIToken", id=rig.cf.add(token_name("team-a", "agent", UID)))
+    for attempt in (
+        provider.validate(request(*scopes)),
+        provider.issue(request(*scopes), rig.record),
+        provider.issue(request(*scopes, existing=existing), rig.record),
+    ):
+        with pytest.raises(NotPermitted, match=f'permission "{permission}" is never grantable: '):
+            await attempt
+    assert rig.cf.calls == [] and rig.budget.in_window == 0 and rig.recorded == []
+
+
+async def test_plan_shows_the_token_and_creates_nothing(rig: Rig) -> None:
+    scopes = (["Workers Scripts Write"], []), (["Workers R2 Storage Bucket Item Read"], ["r2-bucket/eu/logs"])
+    plan = await rig.provider().plan(request(*scopes))
+    assert plan["kind"] == "CloudflareAPIToken" and plan["accountId"] == A
+    assert plan["name"] == token_name("team-a", "agent", UID) and plan["expiresOn"] == "2030-01-01T13:00:00Z"
+    assert [p["permission_groups"] for p in plan["policies"]] == [
+        [{"id": GROUPS[0]["id"]}],
+        [{"id": GROUPS[2]["id"]}],
+    ]
+    assert plan["r2Jurisdictions"] == ["eu"]
+    assert [path for _, path in rig.cf.calls] == [
+        f"/accounts/{A}/tokens/permission_groups"
+    ] and rig.cf.tokens == {}
+    rig.cf.calls.clear()
+    with pytest.raises(NotPermitted):
+        await rig.provider().plan(request((["Account API Tokens Write"], [])))
+    assert rig.cf.calls == []
 
 
 async def test_sweep_deletes_only_old_tokens_of_gone_accounts(rig: Rig) -> None:
