@@ -7,6 +7,7 @@ reconciler, as after a restart, finishes the job.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,9 +15,12 @@ import pytest
 from kubernetes import client
 
 from agentaccounts.kube import Kube
+from agentaccounts.models import Requester
 from agentaccounts.providers import Deps
 from agentaccounts.reconcile import Reconciler
-from integration.support import create_account, get_account, labelled, secret_data
+from agentaccounts.settings import Settings
+from agentaccounts.stamps import Signer
+from integration.support import GROUP, VERSION, custom, get_account, labelled, secret_data
 
 WRITES = ("create", "replace", "patch_status", "request_token", "delete")
 
@@ -52,23 +56,47 @@ def _noop(*_: str) -> None:
     pass
 
 
+async def _operator_signer(cluster: Any) -> Signer:
+    settings, kube = Settings(), Kube(cluster.api_client())
+    try:
+        key = await kube.ensure_secret_key(
+            settings.operator_namespace, settings.signing_key_secret, "key", lambda: os.urandom(32)
+        )
+    finally:
+        kube.close()
+    return Signer(key)
+
+
 @pytest.mark.parametrize("crash_after", range(0, 8))
 async def test_crash_after_any_write_then_restart_leaves_exactly_one_of_everything(
     cluster: Any, api: client.ApiClient, namespace: str, in_cluster_provider: str, crash_after: int
 ) -> None:
     name = "crashy"
-    body = create_account(
-        api,
+    signer = await _operator_signer(cluster)
+    spec = {
+        "providerRef": {"kind": "ClusterAccountProvider", "name": in_cluster_provider},
+        "lifetime": "1h",
+        "scopes": [{"permissions": ["get"], "resources": ["configmaps"]}],
+    }
+    # No operator runs here, so no admission webhook either: the stamp it would write is made with the
+    # operator's own key, for the admin who creates the account.
+    admin = Requester(username="admin", groups=["system:masters", "system:authenticated"])
+    body = custom(api).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
         namespace,
-        name,
-        providerRef={"kind": "ClusterAccountProvider", "name": in_cluster_provider},
-        lifetime="1h",
-        scopes=[{"permissions": ["get"], "resources": ["configmaps"]}],
+        "agentaccounts",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AgentAccount",
+            "metadata": {"name": name, "annotations": signer.requester_stamp(namespace, spec, admin, _now())},
+            "spec": spec,
+        },
     )
     crashing = CrashingKube(cluster.api_client(), crash_after)
     try:
         with pytest.raises(Crash):
-            await Reconciler(Deps(kube=crashing, now=_now)).ensure_issued(body, _noop)
+            await Reconciler(Deps(kube=crashing, now=_now), signer).ensure_issued(body, _noop)
     except pytest.fail.Exception:
         # No crash: the issue path has fewer writes than `crash_after`; nothing to prove for this N.
         assert crashing.writes <= crash_after
@@ -79,7 +107,7 @@ async def test_crash_after_any_write_then_restart_leaves_exactly_one_of_everythi
     try:
         fresh = get_account(api, namespace, name)
         assert fresh is not None
-        await Reconciler(Deps(kube=restarted, now=_now)).ensure_issued(fresh, _noop)
+        await Reconciler(Deps(kube=restarted, now=_now), signer).ensure_issued(fresh, _noop)
     finally:
         restarted.close()
 
