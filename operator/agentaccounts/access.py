@@ -47,17 +47,21 @@ class Access:
         allowed, _ = await self.kube.subject_access_review(requester.model_dump(), attributes)
         return allowed
 
-    async def check_provider_verb(self, requester: Requester, provider: Provider, verb: str) -> None:
-        """RBAC verb `use` (or `approve`) on this very provider object."""
+    async def check_provider_verb(
+        self, requester: Requester, provider: Provider, verb: str, namespace: str
+    ) -> None:
+        """RBAC verb `use` (or `approve`) on this very provider object, asked in the AgentAccount's
+        namespace, as PodSecurityPolicy's `use` was: a RoleBinding there grants it for that namespace
+        only, a ClusterRoleBinding everywhere, even for a cluster-scoped ClusterAccountProvider."""
         attributes = {
-            "namespace": provider.namespace,
+            "namespace": namespace,
             "verb": verb,
             "group": GROUP,
             "resource": PROVIDER_PLURAL[provider.kind],
             "name": provider.name,
         }
         if not await self.allowed(requester, attributes):
-            where = f" in namespace {provider.namespace}" if provider.namespace else ""
+            where = f" in namespace {namespace}"
             raise _denied(
                 f"provider-{verb}",
                 f"{requester.username} may not {verb} {provider.kind} {provider.name!r}{where} (needs RBAC "
@@ -66,7 +70,7 @@ class Access:
 
     async def check(self, account: AgentAccount, provider: Provider, requester: Requester) -> None:
         """Everything but the quota; raises on the first rule that refuses."""
-        await self.check_provider_verb(requester, provider, "use")
+        await self.check_provider_verb(requester, provider, "use", account.namespace)
         policy = provider.spec.policy
         if provider.kind == "ClusterAccountProvider" and policy.allowed_namespaces is not None:
             labels = await self.kube.namespace_labels(account.namespace) or {}
@@ -89,14 +93,17 @@ class Access:
         elif provider.spec.type == "cloudflare":
             if any(s.resource_names for s in account.spec.scopes):
                 raise InvalidSpec("resourceNames is for the kubernetes provider; Cloudflare uses resources")
-            cloudflare_guard.check_scopes(account.spec.scopes)
+            try:
+                cloudflare_guard.check_scopes(account.spec.scopes)
+            except NotPermitted as exc:
+                raise _denied("never-grantable", exc.message) from None
 
     async def _check_kubernetes(self, account: AgentAccount, requester: Requester) -> None:
         leases = frozenset({(self.settings.leader_election_namespace, self.settings.leader_election_name)})
         wanted = check_never_grantable(account.spec.scopes, account.namespace, leases)
         secrets = sorted({p.name for p in wanted if (p.ref.group, p.ref.resource) == ("", "secrets")})
         if secrets:
-            protected = await self.protected_secrets(account.namespace)
+            protected = await self.protected_secrets(account.namespace, secrets)
             for name in secrets:
                 if name in protected:
                     raise _denied("never-grantable", f"Secret {account.namespace}/{name}: {protected[name]}")
@@ -116,10 +123,11 @@ class Access:
                 "be given it on their behalf",
             )
 
-    async def protected_secrets(self, namespace: str) -> dict[str, str]:
-        """Secret names in `namespace` that no agent may ever be granted, each with the reason: the
-        operator's own (our label; every AgentAccount's Secret name, issued or not) and every Secret
-        a provider references (parent tokens), and the signing key."""
+    async def protected_secrets(self, namespace: str, names: list[str]) -> dict[str, str]:
+        """Which of `names` (Secrets in `namespace`) no agent may ever be granted, with the reason: the
+        operator's own (our label; every AgentAccount's Secret name, issued or not), every Secret a
+        provider references (parent tokens), and the signing key. Each named Secret is read, never
+        listed: the operator holds no `list` on Secrets (a list returns every Secret's data)."""
         protected: dict[str, str] = {}
         for body in await self.kube.list_custom("AgentAccount", namespace):
             try:
@@ -134,10 +142,13 @@ class Access:
                         protected[ref_name] = f"referenced by {kind} {body['metadata']['name']}"
         if namespace == self.settings.operator_namespace:
             protected[self.settings.signing_key_secret] = "the operator's signing key"
-        managed = ",".join(f"{k}={v}" for k, v in ownership.MANAGED_BY.items())
-        for secret in await self.kube.list_objects("Secret", namespace, managed):
-            protected.setdefault(secret["metadata"]["name"], "managed by the operator")
-        return protected
+        for name in names:
+            labels = ((await self.kube.get("Secret", namespace, name) or {}).get("metadata") or {}).get(
+                "labels"
+            )
+            if any((labels or {}).get(k) == v for k, v in ownership.MANAGED_BY.items()):
+                protected.setdefault(name, "managed by the operator")
+        return {name: why for name, why in protected.items() if name in names}
 
     async def check_quota(self, account: AgentAccount, provider: Provider, issued_only: bool) -> str | None:
         """A message when maxActiveAccounts is reached in the account's namespace, else None."""

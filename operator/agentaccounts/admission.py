@@ -43,13 +43,25 @@ def _annotations(body: dict[str, Any] | None) -> dict[str, str]:
     return dict(((body or {}).get("metadata") or {}).get("annotations") or {})
 
 
-def _approval_requested(body: dict[str, Any], old: dict[str, Any] | None) -> str | None:
-    new_value = _annotations(body).get(stamps.APPROVAL_REQUEST)
-    if new_value is None or new_value == _annotations(old).get(stamps.APPROVAL_REQUEST):
+def _spec_changed(body: dict[str, Any], old: dict[str, Any] | None) -> bool:
+    """Did what the account asks for change? keepExpiredFor alone does not count (stamps.py)."""
+    if old is None:
+        return True
+    try:
+        return stamps.spec_digest(body.get("spec") or {}) != stamps.spec_digest(old.get("spec") or {})
+    except ValueError:
+        return body.get("spec") != old.get("spec")
+
+
+def _approval_requested(body: dict[str, Any]) -> str | None:
+    """The decision an approver asks for. mutate removes the request once it is signed, so asking
+    again (after an edit, or over a value written at create) always counts."""
+    value = _annotations(body).get(stamps.APPROVAL_REQUEST)
+    if value is None:
         return None
-    if new_value not in APPROVAL_VALUES:
-        raise InvalidSpec(f"annotation {stamps.APPROVAL_REQUEST} must be approve or deny, not {new_value!r}")
-    return APPROVAL_VALUES[new_value]
+    if value not in APPROVAL_VALUES:
+        raise InvalidSpec(f"annotation {stamps.APPROVAL_REQUEST} must be approve or deny, not {value!r}")
+    return APPROVAL_VALUES[value]
 
 
 class Admission:
@@ -68,37 +80,33 @@ class Admission:
         namespace = body.get("metadata", {}).get("namespace", "")
         requester = stamps.requester_from_userinfo(userinfo)
         current, previous = _annotations(body), _annotations(old)
-        changes: dict[str, str | None] = {}
-        if operation == "CREATE" or body.get("spec") != (old or {}).get("spec"):
-            changes.update(
-                self.signer.requester_stamp(namespace, body.get("spec") or {}, requester, self.now())
-            )
+        spec = body.get("spec") or {}
+        changes: dict[str, str | None] = {stamps.APPROVAL_REQUEST: None}
+        if operation == "CREATE" or _spec_changed(body, old):
+            changes.update(self.signer.requester_stamp(namespace, spec, requester, self.now()))
             changes.update({stamps.APPROVED_BY: None, stamps.APPROVAL_SIGNATURE: None})
+            return {k: v for k, v in changes.items() if current.get(k) != v}
+        for key in (stamps.REQUESTED_BY, stamps.REQUESTER, stamps.REQUESTER_SIGNATURE):
+            changes[key] = previous.get(key)
+        decision = _approval_requested(body)
+        if decision is not None:
+            uid = body.get("metadata", {}).get("uid", "")
+            changes.update(self.signer.approval_stamp(uid, spec, decision, requester.username, self.now()))
         else:
-            for key in (stamps.REQUESTED_BY, stamps.REQUESTER, stamps.REQUESTER_SIGNATURE):
-                if current.get(key) != previous.get(key):
-                    changes[key] = previous.get(key)
-            decision = _approval_requested(body, old) if operation == "UPDATE" else None
-            if decision is not None:
-                uid = body.get("metadata", {}).get("uid", "")
-                changes.update(
-                    self.signer.approval_stamp(
-                        uid, body.get("spec") or {}, decision, requester.username, self.now()
-                    )
-                )
-            else:
-                for key in (stamps.APPROVED_BY, stamps.APPROVAL_SIGNATURE):
-                    if current.get(key) != previous.get(key):
-                        changes[key] = previous.get(key)
+            for key in (stamps.APPROVED_BY, stamps.APPROVAL_SIGNATURE):
+                changes[key] = previous.get(key)
         return {k: v for k, v in changes.items() if current.get(k) != v}
 
     async def validate(
         self, operation: str, body: dict[str, Any], old: dict[str, Any] | None, userinfo: dict[str, Any]
     ) -> None:
         """Raise an AgentAccountsError (its message names the rule) to refuse the request."""
-        spec_changed = operation == "CREATE" or body.get("spec") != (old or {}).get("spec")
-        decision = None if spec_changed else _approval_requested(body, old)
-        if not spec_changed and decision is None:
+        spec_changed = operation == "CREATE" or _spec_changed(body, old)
+        # mutate has already turned an approval request into a new approval stamp: judge that.
+        approving = not spec_changed and (
+            _annotations(body).get(stamps.APPROVED_BY) != _annotations(old).get(stamps.APPROVED_BY)
+        )
+        if not spec_changed and not approving:
             return
         try:
             account = AgentAccount.from_body(body)
@@ -108,9 +116,11 @@ class Admission:
         try:
             provider = await self.resolver.resolve(account)
         except ProviderNotFound:
+            if approving:  # nobody approves for a provider that does not exist (yet)
+                raise NotPermitted("rule provider-approve: the provider does not exist yet") from None
             return  # checked in full when it appears (the account waits in Pending until then)
-        if decision is not None:
-            await self.access.check_provider_verb(requester, provider, "approve")
+        if approving:
+            await self.access.check_provider_verb(requester, provider, "approve", account.namespace)
             return
         stamped = self.signer.verified_requester(
             account.namespace, body.get("spec") or {}, account.annotations, None

@@ -18,6 +18,7 @@ from typing import Any
 from agentaccounts import ownership
 from agentaccounts.kube import Kube, KubeApiError
 from agentaccounts.settings import Settings
+from agentaccounts.stamps import REQUESTED_BY
 
 NAMESPACE, PROVIDER = "agentaccounts-demo", "in-cluster"
 ACCOUNT = f"demo-agent-{secrets.token_hex(2)}"  # a fresh name per run: earlier runs' records stay as audit
@@ -40,6 +41,21 @@ async def until(check: Callable[[], Awaitable[Any]], seconds: float, what: str) 
             return value
         await asyncio.sleep(0.1)  # poll interval; the deadline bounds the wait
     raise TimeoutError(f"timed out after {seconds:.0f}s waiting for {what}")
+
+
+async def admission_ready(kube: Kube, spec: dict[str, Any]) -> bool:
+    """The webhook answers: a server-side dry-run create comes back stamped with the requester."""
+    probe = {
+        "apiVersion": "agentaccounts.dev/v1alpha1",
+        "kind": "AgentAccount",
+        "metadata": {"generateName": "admission-probe-", "namespace": NAMESPACE},
+        "spec": spec,
+    }
+    try:
+        created = await kube.create_custom("AgentAccount", NAMESPACE, probe, dry_run=True)
+    except KubeApiError:
+        return False
+    return REQUESTED_BY in (((created or {}).get("metadata") or {}).get("annotations") or {})
 
 
 async def attempt(agent: Kube, what: str, namespace: str, kind: str) -> int:
@@ -88,6 +104,7 @@ async def _walkthrough(kube: Kube) -> int:
         "scopes": [{"permissions": ["get", "list"], "resources": ["configmaps"]}],
         "keepExpiredFor": "1h",
     }
+    await until(lambda: admission_ready(kube, spec), 30, "the operator's admission webhook")
     say(f"Requesting AgentAccount {NAMESPACE}/{ACCOUNT}", json.dumps(spec))
     started = time.monotonic()
     body = await kube.create_custom(

@@ -242,9 +242,11 @@ class Kube:
             f"get {kind} {name}", api.get_cluster_custom_object, GROUP, VERSION, plural, name
         )
 
-    async def create_custom(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    async def create_custom(
+        self, kind: str, namespace: str, body: dict[str, Any], dry_run: bool = False
+    ) -> dict[str, Any] | None:
         api, plural = self._custom(), PLURALS[kind]
-        name = body["metadata"]["name"]
+        name = body["metadata"].get("name") or body["metadata"].get("generateName", "")
         if namespace:
             return await self._obj(
                 f"create {kind} {namespace}/{name}",
@@ -254,6 +256,7 @@ class Kube:
                 namespace,
                 plural,
                 body,
+                **({"dry_run": "All"} if dry_run else {}),
             )
         return await self._obj(
             f"create {kind} {name}", api.create_cluster_custom_object, GROUP, VERSION, plural, body

@@ -74,7 +74,9 @@ class Scope(_Model):
 
     permissions: list[str] = Field(min_length=1)
     resources: list[str] = Field(default_factory=list)
-    resource_names: list[str] = Field(default_factory=list, alias="resourceNames")
+    resource_names: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, alias="resourceNames"
+    )
 
 
 class AgentAccountSpec(_Model):

@@ -106,6 +106,8 @@ def selector_matches(selector: LabelSelector, labels: dict[str, str]) -> bool:
             return False
         if operator == "DoesNotExist" and present:
             return False
+        if operator not in ("In", "NotIn", "Exists", "DoesNotExist"):
+            return False  # an operator we do not know selects nothing, never everything
     return True
 
 

@@ -10,6 +10,8 @@ second run returns at once.  A cold build takes a few minutes on 2 cores.
 with kubectl (as the test session does) to the release, which Helm requires before it manages them.
 `service_account_kubeconfig` and `Operator` run `agentaccounts run` out of process with exactly a
 release's ServiceAccount's permissions, which is how the e2e tests prove the chart's RBAC sufficient.
+Out of a cluster the operator registers its admission webhooks by URL (https://127.0.0.1:PORT), each
+`Operator` on a port of its own; `webhooks_registered` tells when the API server calls that one.
 
 Usage: python tests/e2e/helm.py   (prints the binary's path on stdout, progress on stderr)
 """
@@ -193,13 +195,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Operator:
-    """`agentaccounts run ...` as a child process, its output in `log`; `stop()` is SIGTERM, then KILL."""
+WEBHOOK_CONFIGURATION = "agentaccounts.dev"  # kopf's managed admission: both configurations' name
 
-    def __init__(self, kubeconfig: Path, log: Path, *args: str, identity: str = "operator") -> None:
+
+class Operator:
+    """`agentaccounts run ...` as a child process, its output in `log`; `stop()` is SIGTERM, then KILL.
+
+    `namespace` is the operator's own (AGENTACCOUNTS_OPERATOR_NAMESPACE: its signing-key Secret), as
+    the chart sets it to the release namespace; `env` adds or overrides AGENTACCOUNTS_* settings."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log: Path,
+        *args: str,
+        identity: str = "operator",
+        namespace: str = "default",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log = log
-        self.health_port = free_port()
-        env = {**os.environ, "POD_NAME": identity}
+        self.health_port, self.webhook_port = free_port(), free_port()
+        env = {**os.environ, "POD_NAME": identity, "AGENTACCOUNTS_OPERATOR_NAMESPACE": namespace,
+               "AGENTACCOUNTS_WEBHOOK_PORT": str(self.webhook_port), **(env or {})}  # fmt: skip
         argv = [str(AGENTACCOUNTS), "--kubeconfig", str(kubeconfig), "run", "--metrics-port=0",
                 f"--liveness=http://127.0.0.1:{self.health_port}/healthz", *args]  # fmt: skip
         with log.open("wb") as out:
@@ -234,6 +251,19 @@ class Operator:
 
 
 # -- AgentAccounts, as the tests create and watch them ------------------------------------------
+
+
+def webhooks_registered(helm: Helm, port: int) -> bool:
+    """Both webhook configurations exist and every webhook in them calls the operator on `port`."""
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        proc = helm.kubectl("get", kind, WEBHOOK_CONFIGURATION, "-o", "json")
+        if proc.returncode != 0:
+            return False
+        webhooks = json.loads(proc.stdout).get("webhooks") or []
+        urls = [str((hook.get("clientConfig") or {}).get("url", "")) for hook in webhooks]
+        if not urls or not all(re.match(rf"^https://[^/]+:{port}(/|$)", url) for url in urls):
+            return False
+    return True
 
 
 def apply_account(helm: Helm, namespace: str, name: str, provider: str, lifetime: str, keep: str) -> None:

@@ -94,7 +94,10 @@ def test_install_upgrade_uninstall(helm: Helm, namespace: str, release: str, tmp
         f"deployment.apps/{fullname}", f"serviceaccount/{fullname}", f"service/{fullname}-metrics",
         f"poddisruptionbudget.policy/{fullname}", f"networkpolicy.networking.k8s.io/{fullname}",
         f"clusterrole.rbac.authorization.k8s.io/{fullname}-grantable",
-        f"clusteraccountprovider.agentaccounts.dev/{provider}",
+        f"clusteraccountprovider.agentaccounts.dev/{provider}", f"service/{fullname}-webhook",
+        f"clusterrole.rbac.authorization.k8s.io/{fullname}-requester",
+        f"clusterrole.rbac.authorization.k8s.io/{fullname}-viewer",
+        f"clusterrole.rbac.authorization.k8s.io/{fullname}-use-{provider}",
     ):  # fmt: skip
         assert expected in objects, f"{expected} missing from {sorted(objects)}"
 

@@ -26,6 +26,7 @@ from e2e.helm import (
     phase,
     service_account_kubeconfig,
     wait_for,
+    webhooks_registered,
 )
 
 pytestmark = pytest.mark.cluster
@@ -67,7 +68,8 @@ def release(helm: Helm, cluster: Any, namespace: str, tmp_path: Path) -> Iterato
 def replica(release: Release, tmp_path: Path, identity: str) -> Operator:
     return Operator(release.kubeconfig, tmp_path / f"{identity}.log", "--namespace", release.watched,
                     "--leader-elect", f"--leader-election-namespace={release.namespace}",
-                    f"--leader-election-name={release.lease}", identity=identity)  # fmt: skip
+                    f"--leader-election-name={release.lease}", identity=identity,
+                    namespace=release.namespace)  # fmt: skip
 
 
 def holder(helm: Helm, release: Release) -> str:
@@ -84,6 +86,7 @@ def test_standby_takes_over_when_the_leader_dies(helm: Helm, release: Release, t
         wait_for(lambda: holder(helm, release) == "replica-a", 60, "replica-a to lead")
         second = replica(release, tmp_path, "replica-b")
         wait_for(lambda: "is standby" in second.output(), 30, "replica-b to stand by")
+        wait_for(lambda: webhooks_registered(helm, first.webhook_port), 60, "the leader's webhooks")
         apply_account(helm, release.watched, "before", release.provider, lifetime="1h", keep="1h")
         wait_for(lambda: phase(helm, release.watched, "before") == "Ready", 60, "the leader to issue")
         assert "Issued" in first.output() and "Issued" not in second.output(), "the standby reconciled"
@@ -91,6 +94,8 @@ def test_standby_takes_over_when_the_leader_dies(helm: Helm, release: Release, t
         first.kill()  # a crash: the Lease is not released, it has to expire
         wait_for(lambda: holder(helm, release) == "replica-b", LEASE_SECONDS + 2 * POLL_SECONDS + 10,
                  "replica-b to take over the expired Lease")  # fmt: skip
+        # Admission follows the leader: only a running kopf serves it, and it re-registers the webhooks.
+        wait_for(lambda: webhooks_registered(helm, second.webhook_port), 60, "the new leader's webhooks")
         apply_account(helm, release.watched, "after", release.provider, lifetime="1h", keep="1h")
         wait_for(lambda: phase(helm, release.watched, "after") == "Ready", 60, "the new leader to issue")
         assert "Issued" in second.output()

@@ -33,6 +33,7 @@ from e2e.helm import (
     phase,
     service_account_kubeconfig,
     wait_for,
+    webhooks_registered,
 )
 
 pytestmark = pytest.mark.cluster
@@ -157,6 +158,8 @@ def test_cluster_wide_permissions_are_the_documented_ones(
         ("create", "clusterroles"),
         ("escalate", "roles"),
         ("bind", "roles"),
+        ("patch", "validatingwebhookconfigurations/someone-elses"),
+        ("delete", "mutatingwebhookconfigurations/agentaccounts.dev"),
     ):
         assert helm.kubectl("auth", "can-i", *args, subject).stdout.strip() == "no", args
 
@@ -176,6 +179,9 @@ def test_namespaced_permissions_are_the_documented_ones_and_nothing_else(
     subject = f"--as=system:serviceaccount:{namespace}:{account}"
     for args in (
         ("get", "secrets", "-n", other),
+        ("get", "secrets/another-secret", "-n", namespace),
+        ("list", "secrets", "-n", namespace),
+        ("patch", "validatingwebhookconfigurations/someone-elses"),
         ("create", "clusterroles"),
         ("create", "clusterrolebindings"),
         ("escalate", "roles", "-n", watched),
@@ -249,11 +255,14 @@ def start_operator(
     )
     operator = Operator(kubeconfig, tmp_path / "operator.log", *scope, "--leader-elect",
                         f"--leader-election-namespace={namespace}", f"--leader-election-name={lease}",
-                        identity="chart-operator-0")  # fmt: skip
+                        identity="chart-operator-0", namespace=namespace)  # fmt: skip
     try:
         wait_for(operator.healthy, 60, "the operator's /healthz")
         holder = helm.kubectl("get", "lease", lease, "-n", namespace, "-o", "jsonpath={.spec.holderIdentity}")
         assert holder.stdout == "chart-operator-0", holder.stderr
+        # An AgentAccount admitted before the webhooks point here gets no requester stamp, and is
+        # never issued.
+        wait_for(lambda: webhooks_registered(helm, operator.webhook_port), 60, "the admission webhooks")
     except BaseException:
         operator.stop()
         raise

@@ -97,6 +97,7 @@ def test_helm_lint_default_and_all_options(offline: Helm) -> None:
         (["--set", "bogus=1"], "additional properties 'bogus' not allowed"),
         (["--set", "metrics.bogus=1"], "at '/metrics': additional properties 'bogus' not allowed"),
         (["--set", "watchNamespaces={Not_A_Namespace}"], "at '/watchNamespaces/0'"),
+        (["--set", "webhook.port=0"], "at '/webhook/port': minimum: got 0, want 1"),
         (
             ["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"],
             "replicaCount > 1 needs leaderElection.enabled=true",
@@ -116,6 +117,7 @@ def test_helm_lint_default_and_all_options(offline: Helm) -> None:
         "unknown-top-level-key",
         "unknown-nested-key",
         "bad-namespace",
+        "webhook-disabled",
         "replicas-without-leader",
         "grant-escalate",
     ],
@@ -194,9 +196,10 @@ def test_all_options_render_passes_server_side_dry_run(
         (namespace, "agentaccounts-all"), (namespace, "agentaccounts-all-grantable"),
         (namespace, "agentaccounts-all-release"), (secrets_ns, "agentaccounts-all-provider-secrets"),
     }  # fmt: skip
-    assert [o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRole"] == [
-        "agentaccounts-all-cluster"
-    ]
+    assert sorted(o["metadata"]["name"] for o in objects if o["kind"] == "ClusterRole") == [
+        "agentaccounts-all-cluster", "agentaccounts-all-requester",
+        f"agentaccounts-all-use-prov-{namespace}", "agentaccounts-all-viewer",
+    ]  # fmt: skip
     stub = helm.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(SERVICEMONITOR_STUB))
     assert stub.returncode == 0, stub.stderr
     helm.kubectl("wait", "--for=condition=Established", "crd/servicemonitors.monitoring.coreos.com")
@@ -247,3 +250,134 @@ def test_deployment_runs_the_documented_command_line(offline: Helm) -> None:
     assert args("--set", "watchNamespaces={a,b}", "--set", "leaderElection.enabled=false")[:3] == [
         "run", "--namespace=a", "--namespace=b",
     ]  # fmt: skip
+
+
+def by_kind_and_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "webhook.port=70000"], "at '/webhook/port': maximum: got 70,000, want 65,535"),
+        (["--set", "webhook.bogus=1"], "at '/webhook': additional properties 'bogus' not allowed"),
+        (
+            ["--set", "providers.inCluster.maxLifetime=1h"],  # moved under policy with the CRD
+            "at '/providers/inCluster': additional properties 'maxLifetime' not allowed",
+        ),
+        (["--set", "providers.inCluster.policy.maxLifetime=a day"], "/inCluster/policy/maxLifetime'"),
+        (["--set", "providers.inCluster.policy.bogus=1"], "additional properties 'bogus' not allowed"),
+        (["--set", "providers.inCluster.aggregateUseToEdit=yes"], "/inCluster/aggregateUseToEdit'"),
+    ],
+    ids=["webhook-port-range", "webhook-unknown-key", "old-lifetime-key", "bad-policy-duration",
+         "unknown-policy-key", "aggregate-flag-type"],
+)  # fmt: skip
+def test_new_values_are_validated_by_the_schema(offline: Helm, args: list[str], message: str) -> None:
+    rendered = offline.run("template", "bad", str(CHART), "-n", "ops", *args)
+    assert rendered.returncode != 0 and message in rendered.stderr, rendered.stderr
+
+
+def test_webhook_service_env_and_port(offline: Helm) -> None:
+    def render(*values: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        objects = by_kind_and_name(offline.template("wh", "ops", *values))
+        return objects[("Service", "wh-agentaccounts-webhook")], objects[("Deployment", "wh-agentaccounts")]
+
+    service, deployment = render()
+    assert service["metadata"]["namespace"] == "ops"
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": 443, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "webhook", "containerPort": 9443, "protocol": "TCP"} in container["ports"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert {k: v for k, v in env.items() if k.startswith("AGENTACCOUNTS_")} == {
+        "AGENTACCOUNTS_OPERATOR_NAMESPACE": "ops",
+        "AGENTACCOUNTS_SIGNING_KEY_SECRET": "agentaccounts-signing-key",
+        "AGENTACCOUNTS_WEBHOOK_PORT": "9443",
+        "AGENTACCOUNTS_WEBHOOK_LISTEN": "0.0.0.0",
+        "AGENTACCOUNTS_WEBHOOK_SERVICE": "ops/wh-agentaccounts-webhook",
+    }
+
+    service, deployment = render("--set", "webhook.port=10443", "--set", "metrics.port=0")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert [p["containerPort"] for p in container["ports"] if p["name"] == "webhook"] == [10443]
+    assert {"name": "AGENTACCOUNTS_WEBHOOK_PORT", "value": "10443"} in container["env"]
+    assert service["spec"]["ports"][0]["port"] == 443, "the API server always calls 443"
+
+
+def test_network_policy_admits_the_api_server_to_the_webhook(offline: Helm) -> None:
+    objects = offline.template("np", "ops", "-f", str(ALL_OPTIONS))
+    policy = next(o for o in objects if o["kind"] == "NetworkPolicy")
+    webhook = [r for r in policy["spec"]["ingress"] if {"port": "webhook", "protocol": "TCP"} in r["ports"]]
+    assert webhook == [{"ports": [{"port": "webhook", "protocol": "TCP"}]}], "from anywhere: no `from`"
+    metrics = [r for r in policy["spec"]["ingress"] if r is not webhook[0]]
+    assert metrics and all(r["from"] for r in metrics), "metrics and health stay restricted"
+
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def aggregated_to(role: dict[str, Any]) -> set[str]:
+    labels = role["metadata"]["labels"]
+    return {k.removeprefix(AGGREGATE) for k, v in labels.items() if k.startswith(AGGREGATE) and v == "true"}
+
+
+def test_requester_and_viewer_cluster_roles_aggregate_into_the_builtin_roles(offline: Helm) -> None:
+    objects = by_kind_and_name(offline.template("rq", "ops"))
+    requester = objects[("ClusterRole", "rq-agentaccounts-requester")]
+    assert aggregated_to(requester) == {"edit", "admin"}
+    assert requester["rules"] == [
+        {"apiGroups": ["agentaccounts.dev"], "resources": ["agentaccounts"],
+         "verbs": ["create", "get", "list", "watch", "update", "patch", "delete"]},
+    ]  # fmt: skip
+    viewer = objects[("ClusterRole", "rq-agentaccounts-viewer")]
+    assert aggregated_to(viewer) == {"view", "edit", "admin"}
+    assert viewer["rules"] == [
+        {"apiGroups": ["agentaccounts.dev"],
+         "resources": ["agentaccounts", "accountproviders", "clusteraccountproviders"],
+         "verbs": ["get", "list", "watch"]},
+    ]  # fmt: skip
+    bound = {o["roleRef"]["name"] for o in objects.values() if o["kind"].endswith("Binding")}
+    assert not bound & {"rq-agentaccounts-requester", "rq-agentaccounts-viewer"}, "aggregated, not bound"
+    without_rbac = offline.template("rq", "ops", "--set", "rbac.create=false")
+    assert not [o for o in without_rbac if o["kind"] in ("ClusterRole", "Role")]
+
+
+def test_the_default_provider_gets_an_unbound_use_role_and_its_policy(offline: Helm) -> None:
+    def render(*values: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return by_kind_and_name(offline.template("pv", "ops", *values, "--api-versions", CRD_CAPABILITY))
+
+    assert not [k for k in render() if "-use-" in k[1]], "no provider, no use role"
+    objects = render("--set", "providers.inCluster.enabled=true", "--set", "providers.inCluster.name=shared")
+    use = objects[("ClusterRole", "pv-agentaccounts-use-shared")]
+    assert use["rules"] == [
+        {"apiGroups": ["agentaccounts.dev"], "resources": ["clusteraccountproviders"],
+         "resourceNames": ["shared"], "verbs": ["use"]},
+    ]  # fmt: skip
+    assert aggregated_to(use) == set(), "bound to nobody by default"
+    assert not [
+        o
+        for o in objects.values()
+        if o["kind"].endswith("Binding") and o["roleRef"]["name"] == use["metadata"]["name"]
+    ]
+    provider = objects[("ClusterAccountProvider", "shared")]
+    assert provider["spec"] == {"policy": {"maxLifetime": "24h", "defaultLifetime": "1h"}, "kubernetes": {}}
+
+    aggregated = render(
+        "--set", "providers.inCluster.enabled=true", "--set", "providers.inCluster.aggregateUseToEdit=true"
+    )
+    assert aggregated_to(aggregated[("ClusterRole", "pv-agentaccounts-use-in-cluster")]) == {"edit", "admin"}
+    disabled = render("--set", "providers.inCluster.enabled=true", "--set", "rbac.create=false")
+    assert not [k for k in disabled if k[0] == "ClusterRole"]
+    assert ("ClusterAccountProvider", "in-cluster") in disabled
+
+    every = by_kind_and_name(
+        offline.template("pv", "ops", "-f", str(ALL_OPTIONS), "--api-versions", CRD_CAPABILITY)
+    )
+    values = yaml.safe_load(ALL_OPTIONS.read_text())["providers"]["inCluster"]
+    assert every[("ClusterAccountProvider", values["name"])]["spec"]["policy"] == values["policy"]
+    assert aggregated_to(every[("ClusterRole", f"agentaccounts-all-use-{values['name']}")]) == {
+        "edit",
+        "admin",
+    }

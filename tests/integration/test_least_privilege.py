@@ -234,10 +234,17 @@ def test_never_grantable_whoever_asks_and_provider_policy_at_apply(
         "maxActiveAccounts": 1,
     }
     custom(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "accountproviders",
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AccountProvider", "metadata": {"name": "strict"},
-         "spec": {"kubernetes": {}, "policy": policy}},
-    )  # fmt: skip
+        GROUP,
+        VERSION,
+        namespace,
+        "accountproviders",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AccountProvider",
+            "metadata": {"name": "strict"},
+            "spec": {"kubernetes": {}, "policy": policy},
+        },
+    )
 
     def strict(name: str, scopes: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
         body = json.loads(_manifest(namespace, name, scopes=scopes))
@@ -253,10 +260,16 @@ def test_never_grantable_whoever_asks_and_provider_policy_at_apply(
 
     capname = f"selective-{uuid.uuid4().hex[:6]}"
     custom(api).create_cluster_custom_object(
-        GROUP, VERSION, "clusteraccountproviders",
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterAccountProvider", "metadata": {"name": capname},
-         "spec": {"kubernetes": {}, "policy": {"allowedNamespaces": {"matchLabels": {"team": "blue"}}}}},
-    )  # fmt: skip
+        GROUP,
+        VERSION,
+        "clusteraccountproviders",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterAccountProvider",
+            "metadata": {"name": capname},
+            "spec": {"kubernetes": {}, "policy": {"allowedNamespaces": {"matchLabels": {"team": "blue"}}}},
+        },
+    )
     try:
         body = json.loads(_manifest(namespace, "unselected", scopes=_scope(["get"], ["configmaps"])))
         body["spec"]["providerRef"]["name"] = capname
@@ -292,9 +305,12 @@ def test_with_admission_bypassed_nothing_beyond_the_requester_is_issued(
     assert f"rule delegation: {user.name} may not get configmaps" in ready["message"]
 
     unstamped = create_account(
-        api, namespace, "unstamped", providerRef={"kind": "ClusterAccountProvider", "name": "in-cluster"},
+        api,
+        namespace,
+        "unstamped",
+        providerRef={"kind": "ClusterAccountProvider", "name": "in-cluster"},
         scopes=_scope(["get"], ["secrets"], ["victim"]),
-    )  # fmt: skip
+    )
     forged = json.loads(_manifest(namespace, "forged", scopes=_scope(["get"], ["configmaps"])))
     forged["metadata"]["annotations"] = {
         "agentaccounts.dev/requested-by": "admin",
@@ -314,8 +330,11 @@ def test_with_admission_bypassed_nothing_beyond_the_requester_is_issued(
         get_account(api, namespace, "stale-rights") or {},
     ):
         assert labelled(api, namespace, body["metadata"]["uid"]) == {
-            "ServiceAccount": [], "Role": [], "RoleBinding": [], "Secret": []
-        }  # fmt: skip
+            "ServiceAccount": [],
+            "Role": [],
+            "RoleBinding": [],
+            "Secret": [],
+        }
 
 
 def _token_exp(token: str) -> float:
@@ -328,13 +347,19 @@ def test_provider_and_scopes_are_immutable_once_issued_and_lifetime_moves_both_e
 ) -> None:
     start_operator(namespace)
     create_account(
-        api, namespace, "fixed", providerRef={"kind": "ClusterAccountProvider", "name": in_cluster_provider},
-        lifetime="20m", scopes=_scope(["get"], ["configmaps"]),
-    )  # fmt: skip
+        api,
+        namespace,
+        "fixed",
+        providerRef={"kind": "ClusterAccountProvider", "name": in_cluster_provider},
+        lifetime="20m",
+        scopes=_scope(["get"], ["configmaps"]),
+    )
     wait_for(lambda: phase(api, namespace, "fixed") == "Ready", 20, "Ready")
     before = get_account(api, namespace, "fixed") or {}
-    for patch in ('{"spec":{"scopes":[{"permissions":["list"],"resources":["configmaps"]}]}}',
-                  '{"spec":{"providerRef":{"kind":"ClusterAccountProvider","name":"other"}}}'):  # fmt: skip
+    for patch in (
+        '{"spec":{"scopes":[{"permissions":["list"],"resources":["configmaps"]}]}}',
+        '{"spec":{"providerRef":{"kind":"ClusterAccountProvider","name":"other"}}}',
+    ):
         refused = cluster.kubectl(
             "patch", "aga", "fixed", "-n", namespace, "--type=merge", "-p", patch, check=False
         )
@@ -374,10 +399,17 @@ def test_approval_and_denial(
 ) -> None:
     start_operator(namespace)
     custom(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "accountproviders",
-        {"apiVersion": f"{GROUP}/{VERSION}", "kind": "AccountProvider", "metadata": {"name": "gated"},
-         "spec": {"kubernetes": {}, "policy": {"requireApproval": True}}},
-    )  # fmt: skip
+        GROUP,
+        VERSION,
+        namespace,
+        "accountproviders",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AccountProvider",
+            "metadata": {"name": "gated"},
+            "spec": {"kubernetes": {}, "policy": {"requireApproval": True}},
+        },
+    )
     for name in ("wanted", "unwanted"):
         body = json.loads(_manifest(namespace, name, scopes=_scope(["get"], ["configmaps"])))
         body["spec"]["providerRef"] = {"kind": "AccountProvider", "name": "gated"}
@@ -415,9 +447,13 @@ def test_dry_run_reports_the_plan_and_creates_nothing(
 ) -> None:
     start_operator(namespace)
     body = create_account(
-        api, namespace, "rehearsal", providerRef={"kind": "ClusterAccountProvider", "name": in_cluster_provider},
-        dryRun=True, scopes=_scope(["get", "list"], ["configmaps", "deployments.apps"]),
-    )  # fmt: skip
+        api,
+        namespace,
+        "rehearsal",
+        providerRef={"kind": "ClusterAccountProvider", "name": in_cluster_provider},
+        dryRun=True,
+        scopes=_scope(["get", "list"], ["configmaps", "deployments.apps"]),
+    )
     wait_for(lambda: phase(api, namespace, "rehearsal") == "DryRun", 20, "DryRun")
     status = (get_account(api, namespace, "rehearsal") or {})["status"]
     assert status["plan"]["role"]["rules"] == [
@@ -426,8 +462,11 @@ def test_dry_run_reports_the_plan_and_creates_nothing(
     ]
     assert status["plan"]["lifetime"] == "1h"
     assert labelled(api, namespace, body["metadata"]["uid"]) == {
-        "ServiceAccount": [], "Role": [], "RoleBinding": [], "Secret": []
-    }  # fmt: skip
+        "ServiceAccount": [],
+        "Role": [],
+        "RoleBinding": [],
+        "Secret": [],
+    }
 
 
 def test_a_forged_account_ref_never_deletes_someone_elses_service_account(
@@ -437,9 +476,12 @@ def test_a_forged_account_ref_never_deletes_someone_elses_service_account(
     core = client.CoreV1Api(api)
     bystander = core.create_namespaced_service_account(namespace, {"metadata": {"name": "bystander"}})
     create_account(
-        api, namespace, "victim", providerRef={"kind": "ClusterAccountProvider", "name": in_cluster_provider},
+        api,
+        namespace,
+        "victim",
+        providerRef={"kind": "ClusterAccountProvider", "name": in_cluster_provider},
         scopes=_scope(["get"], ["configmaps"]),
-    )  # fmt: skip
+    )
     wait_for(lambda: phase(api, namespace, "victim") == "Ready", 20, "Ready")
     forged = {
         "kind": "ServiceAccount",

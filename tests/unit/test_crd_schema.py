@@ -13,13 +13,27 @@ import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import jsonschema
+import pydantic
 import pytest
 import yaml
 
-from agentaccounts.models import AgentAccount, ProviderSpec, parse_duration
+from agentaccounts import stamps
+from agentaccounts.models import (
+    AgentAccount,
+    AgentAccountSpec,
+    AgentAccountStatus,
+    LabelSelector,
+    Phase,
+    ProviderPolicy,
+    ProviderRef,
+    ProviderSpec,
+    Scope,
+    ScopePattern,
+    parse_duration,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = {
@@ -257,6 +271,25 @@ def _agentaccount() -> dict[str, Any]:
         (lambda s: s.update(scopes=[{"permissions": ["get"]}] * 65), ("spec", "scopes"), "maxItems", ""),
         (lambda s: s.update(secretName="Bad_Name"), ("spec", "secretName"), "pattern", ""),
         (lambda s: s.update(secretName="x" * 254), ("spec", "secretName"), "maxLength", ""),
+        (
+            lambda s: s["scopes"][0].update(resourceNames=[""]),
+            ("spec", "scopes", 0, "resourceNames", 0),
+            "minLength",
+            "",
+        ),
+        (
+            lambda s: s["scopes"][0].update(resourceNames=[f"n{i}" for i in range(65)]),
+            ("spec", "scopes", 0, "resourceNames"),
+            "maxItems",
+            "",
+        ),
+        (
+            lambda s: s["scopes"][0].update(resourceNames="app-config"),
+            ("spec", "scopes", 0, "resourceNames"),
+            "type",
+            "'array'",
+        ),
+        (lambda s: s.update(dryRun="yes"), ("spec", "dryRun"), "type", "'boolean'"),
     ],
     ids=[
         "missing-providerRef",
@@ -276,6 +309,10 @@ def _agentaccount() -> dict[str, Any]:
         "too-many-scopes",
         "secretName-not-dns",
         "secretName-too-long",
+        "resourceName-empty",
+        "too-many-resourceNames",
+        "resourceNames-not-a-list",
+        "dryRun-not-boolean",
     ],
 )
 def test_malformed_agentaccounts_are_rejected(
@@ -309,11 +346,37 @@ CF_ACCOUNT = "0123456789abcdef0123456789abcdef"
     ("spec", "valid"),
     [
         ({"kubernetes": {}}, True),
-        ({"kubernetes": {}, "maxLifetime": "12h", "defaultLifetime": "30m"}, True),
+        ({"kubernetes": {}, "policy": {}}, True),
+        ({"kubernetes": {}, "policy": {"maxLifetime": "12h", "defaultLifetime": "30m"}}, True),
+        (
+            {
+                "kubernetes": {},
+                "policy": {
+                    "allowedScopes": [
+                        {"permissions": ["get", "list"]},
+                        {"permissions": ["*"], "resources": ["pods/*"]},
+                    ],
+                    "maxActiveAccounts": 0,
+                    "requireApproval": True,
+                },
+            },
+            True,
+        ),
         ({"cloudflare": {"accountId": CF_ACCOUNT, "apiTokenSecretRef": {"name": "cf"}}}, True),
         ({"cloudflare": {"mode": "temporaryAccount", "apiBaseURL": "http://127.0.0.1:8787/client/v4"}}, True),
-        ({"kubernetes": {}, "maxLifetime": "1 day"}, False),
-        ({"kubernetes": {}, "defaultLifetime": "1h\n"}, False),
+        ({"kubernetes": {}, "policy": {"maxLifetime": "1 day"}}, False),
+        ({"kubernetes": {}, "policy": {"defaultLifetime": "1h\n"}}, False),
+        ({"kubernetes": {}, "policy": {"maxActiveAccounts": -1}}, False),
+        ({"kubernetes": {}, "policy": {"maxActiveAccounts": "3"}}, False),
+        ({"kubernetes": {}, "policy": {"requireApproval": "yes"}}, False),
+        ({"kubernetes": {}, "policy": {"allowedScopes": [{"resources": ["pods"]}]}}, False),
+        ({"kubernetes": {}, "policy": {"allowedScopes": [{"permissions": []}]}}, False),
+        ({"kubernetes": {}, "policy": {"allowedScopes": [{"permissions": [""]}]}}, False),
+        (
+            {"kubernetes": {}, "policy": {"allowedScopes": [{"permissions": ["get"], "resources": [""]}]}},
+            False,
+        ),
+        ({"kubernetes": {}, "policy": "strict"}, False),
         ({"cloudflare": {"mode": "bogus"}}, False),
         ({"cloudflare": {"accountId": "XYZ", "apiTokenSecretRef": {"name": "cf"}}}, False),
         ({"cloudflare": {"accountId": CF_ACCOUNT, "apiTokenSecretRef": {"key": "token"}}}, False),
@@ -323,3 +386,166 @@ CF_ACCOUNT = "0123456789abcdef0123456789abcdef"
 def test_provider_specs(kind: str, spec: dict[str, Any], valid: bool) -> None:
     doc = {"apiVersion": "agentaccounts.dev/v1alpha1", "kind": kind, "metadata": {"name": "p"}, "spec": spec}
     assert (errors(kind, doc) == []) is valid
+
+
+@pytest.mark.parametrize(
+    ("expressions", "valid"),
+    [
+        ([{"key": "team", "operator": "In", "values": ["a"]}], True),
+        ([{"key": "team", "operator": "Exists"}], True),
+        ([{"key": "team", "operator": "in", "values": ["a"]}], False),
+        ([{"key": "team", "operator": "Gt", "values": ["1"]}], False),
+        ([{"operator": "Exists"}], False),
+        ([{"key": "team"}], False),
+        ([{"key": "k", "operator": "Exists"}] * 17, False),
+    ],
+)
+def test_allowed_namespaces_selector(expressions: list[dict[str, Any]], valid: bool) -> None:
+    spec = {"kubernetes": {}, "policy": {"allowedNamespaces": {"matchExpressions": expressions}}}
+    doc = {
+        "apiVersion": "agentaccounts.dev/v1alpha1",
+        "kind": "ClusterAccountProvider",
+        "metadata": {"name": "p"},
+    }
+    assert (errors("ClusterAccountProvider", {**doc, "spec": spec}) == []) is valid
+
+
+# -- the CRDs and the models agree ----------------------------------------------------------------
+
+
+def crd_names(node: dict[str, Any]) -> set[str]:
+    return set(node.get("properties") or {})
+
+
+def model_names(model: type[pydantic.BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items()}
+
+
+def model_required(model: type[pydantic.BaseModel]) -> set[str]:
+    return {field.alias or name for name, field in model.model_fields.items() if field.is_required()}
+
+
+def at(kind: str, *path: str) -> dict[str, Any]:
+    """The schema node at `path` below the root; "[]" steps into array items."""
+    node = schema(kind)
+    for step in path:
+        node = node["items"] if step == "[]" else node["properties"][step]
+    return node
+
+
+PROVIDER_KINDS = ["AccountProvider", "ClusterAccountProvider"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "model"),
+    [
+        ("AgentAccount", ("spec",), AgentAccountSpec),
+        ("AgentAccount", ("spec", "providerRef"), ProviderRef),
+        ("AgentAccount", ("spec", "scopes", "[]"), Scope),
+        *[(k, ("spec",), ProviderSpec) for k in PROVIDER_KINDS],
+        *[(k, ("spec", "policy", "allowedScopes", "[]"), ScopePattern) for k in PROVIDER_KINDS],
+        ("ClusterAccountProvider", ("spec", "policy"), ProviderPolicy),
+        ("ClusterAccountProvider", ("spec", "policy", "allowedNamespaces"), LabelSelector),
+    ],
+)
+def test_crd_fields_are_the_model_fields(
+    kind: str, path: tuple[str, ...], model: type[pydantic.BaseModel]
+) -> None:
+    node = at(kind, *path)
+    assert crd_names(node) == model_names(model)
+    assert set(node.get("required") or []) == model_required(model)
+
+
+def test_a_namespaced_provider_policy_has_no_namespace_selector() -> None:
+    # An AccountProvider serves its own namespace only: the rest of the policy is the cluster one's.
+    assert crd_names(at("AccountProvider", "spec", "policy")) == model_names(ProviderPolicy) - {
+        "allowedNamespaces"
+    }
+    assert at("AccountProvider", "spec", "policy") == {
+        **at("ClusterAccountProvider", "spec", "policy"),
+        "properties": {
+            k: v
+            for k, v in at("ClusterAccountProvider", "spec", "policy")["properties"].items()
+            if k != "allowedNamespaces"
+        },
+        "description": at("AccountProvider", "spec", "policy")["description"],
+    }
+
+
+def test_the_model_reads_every_status_field_it_needs_from_the_crd() -> None:
+    assert model_names(AgentAccountStatus) <= crd_names(at("AgentAccount", "status"))
+
+
+def test_status_phase_enum_is_the_model_phase() -> None:
+    assert at("AgentAccount", "status", "phase")["enum"] == list(get_args(Phase))
+    assert "DryRun" in at("AgentAccount", "status", "phase")["enum"]
+
+
+def test_status_records_requester_approval_and_plan() -> None:
+    status = at("AgentAccount", "status")["properties"]
+    assert crd_names(status["requester"]) == {"username", "uid", "groups"}
+    assert crd_names(status["approval"]) == {"decision", "by", "at"}
+    assert status["approval"]["properties"]["decision"]["enum"] == ["Approved", "Denied"]
+    assert status["plan"]["type"] == "object"
+    assert status["plan"].get("x-kubernetes-preserve-unknown-fields") is True
+
+
+@pytest.mark.parametrize("kind", PROVIDER_KINDS)
+def test_policy_defaults_are_the_model_defaults(kind: str) -> None:
+    policy = at(kind, "spec", "policy")
+    # `default: {}` makes the API server fill in the policy's own defaults even when it is absent
+    assert policy["default"] == {}
+    props = policy["properties"]
+    model = ProviderPolicy()
+    assert parse_duration(props["maxLifetime"]["default"]) == model.max_lifetime
+    assert parse_duration(props["defaultLifetime"]["default"]) == model.default_lifetime
+    assert props["requireApproval"]["default"] is model.require_approval
+    assert "default" not in props.get("maxActiveAccounts", {})  # absent = unlimited
+    assert "default" not in props["allowedScopes"]  # absent differs from [] (see policies)
+
+
+def test_agentaccount_defaults_are_the_model_defaults() -> None:
+    spec = at("AgentAccount", "spec")["properties"]
+    model = AgentAccountSpec.model_validate(
+        {"providerRef": {"name": "p"}, "scopes": [{"permissions": ["get"]}]}
+    )
+    assert parse_duration(spec["keepExpiredFor"]["default"]) == model.keep_expired_for
+    assert (
+        spec["providerRef"]["properties"]["kind"].get("default", "AccountProvider") == model.provider_ref.kind
+    )
+    assert spec["dryRun"].get("default", False) is model.dry_run
+
+
+@pytest.mark.parametrize("kind", PROVIDER_KINDS)
+def test_lifetime_limits_are_in_the_policy_only(kind: str) -> None:
+    spec = at(kind, "spec")
+    assert not {"maxLifetime", "defaultLifetime"} & crd_names(spec)
+    columns = {c["name"]: c["jsonPath"] for c in version(kind)["additionalPrinterColumns"]}
+    assert columns["Max-Lifetime"] == ".spec.policy.maxLifetime"
+
+
+def test_resource_names_follow_the_resources_rules() -> None:
+    scope = at("AgentAccount", "spec", "scopes", "[]")["properties"]
+    assert scope["resourceNames"]["items"] == scope["resources"]["items"]
+    assert scope["resourceNames"]["maxItems"] == scope["resources"]["maxItems"]
+
+
+def test_requester_column_shows_the_requested_by_annotation() -> None:
+    columns = {c["name"]: c for c in version("AgentAccount")["additionalPrinterColumns"]}
+    escaped = stamps.REQUESTED_BY.replace(".", "\\.")
+    assert columns["Requester"]["jsonPath"] == f".metadata.annotations.{escaped}"
+    assert columns["Requester"].get("priority", 0) == 0
+
+
+def test_provider_and_scopes_are_immutable_once_issued() -> None:
+    rules = schema("AgentAccount")["x-kubernetes-validations"]
+    (immutable,) = [r for r in rules if "oldSelf" in r["rule"]]
+    text = " ".join(immutable["rule"].split())
+    # only a transition rule (oldSelf) can say "once issued"; before issue the spec stays editable
+    assert text.startswith("!has(oldSelf.status) || !has(oldSelf.status.issuedAt) || ")
+    assert "self.spec.providerRef == oldSelf.spec.providerRef" in text
+    assert "self.spec.scopes == oldSelf.spec.scopes" in text
+    # the lifetime may still be extended or shortened; keepExpiredFor is bookkeeping
+    assert "lifetime" not in text
+    assert "keepExpiredFor" not in text
+    assert "create a new AgentAccount" in " ".join(immutable["message"].split())

@@ -10,7 +10,16 @@ from typing import Any
 import pydantic
 import pytest
 
-from agentaccounts.models import AccountRef, AgentAccount, KubernetesBlock, Provider, ProviderSpec
+from agentaccounts.models import (
+    AccountRef,
+    AgentAccount,
+    KubernetesBlock,
+    Provider,
+    ProviderPolicy,
+    ProviderSpec,
+    Requester,
+    Scope,
+)
 
 UID = "5c1b2f3e-9a8d-4c7b-b6a5-0f1e2d3c4b5a"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -27,14 +36,17 @@ BODY: dict[str, Any] = {
         "resourceVersion": "48213",
         "creationTimestamp": "2030-01-01T11:59:58Z",
         "finalizers": ["agentaccounts.dev/revoke"],
-        "annotations": {"kopf.zalando.org/last-handled-configuration": "{}"},
+        "annotations": {
+            "kopf.zalando.org/last-handled-configuration": "{}",
+            "agentaccounts.dev/requested-by": "alice",
+        },
     },
     "spec": {
         "providerRef": {"kind": "ClusterAccountProvider", "name": "in-cluster"},
         "lifetime": "30m",
         "scopes": [
             {"permissions": ["get", "list", "watch"], "resources": ["configmaps", "deployments.apps"]},
-            {"permissions": ["get"], "resources": ["secrets/app-config"]},
+            {"permissions": ["get"], "resources": ["secrets"], "resourceNames": ["app-config"]},
         ],
         "secretName": "triage-bot-kubeconfig",
         "keepExpiredFor": "2h",
@@ -82,11 +94,12 @@ def test_from_body_reads_a_realistic_object() -> None:
     assert account.spec.lifetime == timedelta(minutes=30)
     assert account.spec.keep_expired_for == timedelta(hours=2)
     assert [s.permissions for s in account.spec.scopes] == [["get", "list", "watch"], ["get"]]
-    assert [s.resources for s in account.spec.scopes] == [
-        ["configmaps", "deployments.apps"],
-        ["secrets/app-config"],
-    ]
+    assert [s.resources for s in account.spec.scopes] == [["configmaps", "deployments.apps"], ["secrets"]]
+    assert [s.resource_names for s in account.spec.scopes] == [[], ["app-config"]]
+    assert account.spec.dry_run is False
     assert account.secret_name == "triage-bot-kubeconfig"
+    assert account.annotations["agentaccounts.dev/requested-by"] == "alice"
+    assert account.created_at == datetime(2030, 1, 1, 11, 59, 58, tzinfo=UTC)
 
 
 def test_defaults_of_a_minimal_spec() -> None:
@@ -98,6 +111,10 @@ def test_defaults_of_a_minimal_spec() -> None:
     assert account.spec.secret_name is None
     assert account.secret_name == "bot-credentials"
     assert account.spec.scopes[0].resources == []
+    assert account.spec.scopes[0].resource_names == []
+    assert account.spec.dry_run is False
+    assert account.annotations == {}
+    assert account.created_at is None
     assert account.status.phase is None
     assert account.status.issued_at is None
 
@@ -191,6 +208,39 @@ def test_durations_serialise_back_to_duration_strings() -> None:
     assert dumped["providerRef"] == {"kind": "AccountProvider", "name": "in-cluster"}
 
 
+def test_resource_names_are_read_by_their_crd_name_and_by_field_name() -> None:
+    by_alias = Scope.model_validate(
+        {"permissions": ["get"], "resources": ["secrets"], "resourceNames": ["a"]}
+    )
+    by_field = Scope(permissions=["get"], resources=["secrets"], resource_names=["a"])
+    assert by_alias == by_field
+    assert by_alias.resource_names == ["a"]
+    assert by_alias.model_dump(by_alias=True)["resourceNames"] == ["a"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("true", True)])
+def test_dry_run(value: Any, expected: bool) -> None:
+    assert AgentAccount.from_body(minimal(dryRun=value)).spec.dry_run is expected
+
+
+def test_dry_run_must_be_a_boolean() -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        AgentAccount.from_body(minimal(dryRun="perhaps"))
+    assert ("spec", "dryRun") in error_locations(caught.value)
+
+
+def test_null_annotations_are_no_annotations() -> None:
+    body = minimal()
+    body["metadata"]["annotations"] = None
+    assert AgentAccount.from_body(body).annotations == {}
+
+
+def test_a_requester_needs_only_a_username() -> None:
+    assert Requester(username="alice") == Requester(username="alice", uid="", groups=[], extra={})
+    with pytest.raises(pydantic.ValidationError):
+        Requester.model_validate({"uid": "1"})
+
+
 # -- status ---------------------------------------------------------------------------------------
 
 
@@ -233,6 +283,7 @@ def test_status_timestamps_are_rfc3339_instants(text: str, expected: datetime) -
     ("status", "location"),
     [
         ({"phase": "Running"}, ("status", "phase")),
+        ({"phase": "dryrun"}, ("status", "phase")),
         ({"expiresAt": "tomorrow"}, ("status", "expiresAt")),
         ({"accountRef": {"name": "no-kind"}}, ("status", "accountRef", "kind")),
     ],
@@ -268,7 +319,7 @@ def test_provider_spec_with_exactly_one_block(spec: dict[str, Any], type_: str) 
     "spec",
     [
         {},
-        {"maxLifetime": "24h"},
+        {"policy": {"maxLifetime": "24h"}},
         {"kubernetes": None},
         {"kubernetes": {}, "cloudflare": CLOUDFLARE},
     ],
@@ -295,16 +346,95 @@ def test_provider_spec_defaults() -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        {"kubernetes": {}, "maxLifetime": "a day"},
-        {"kubernetes": {}, "defaultLifetime": "-1h"},
+        {"kubernetes": {}, "policy": {"maxLifetime": "a day"}},
+        {"kubernetes": {}, "policy": {"defaultLifetime": "-1h"}},
+        {"kubernetes": {}, "policy": {"maxLifetime": "1000000000d"}},
+        {"kubernetes": {}, "policy": {"maxActiveAccounts": -1}},
+        {"kubernetes": {}, "policy": {"allowedScopes": [{"resources": ["configmaps"]}]}},
+        {"kubernetes": {}, "policy": {"allowedScopes": [{"permissions": []}]}},
+        {"kubernetes": {}, "policy": {"allowedScopes": "everything"}},
+        {"kubernetes": {}, "policy": {"allowedNamespaces": {"matchLabels": {"team": ["a"]}}}},
         {"cloudflare": {**CLOUDFLARE, "mode": "account"}},
         {"cloudflare": {**CLOUDFLARE, "apiTokenSecretRef": {"key": "token"}}},
     ],
-    ids=["bad-maxLifetime", "bad-defaultLifetime", "unknown-mode", "secret-ref-without-name"],
+    ids=[
+        "bad-maxLifetime",
+        "bad-defaultLifetime",
+        "out-of-range-maxLifetime",
+        "negative-maxActiveAccounts",
+        "allowedScopes-without-permissions",
+        "allowedScopes-empty-permissions",
+        "allowedScopes-not-a-list",
+        "matchLabels-not-strings",
+        "unknown-mode",
+        "secret-ref-without-name",
+    ],
 )
 def test_invalid_provider_specs_are_rejected(spec: dict[str, Any]) -> None:
     with pytest.raises(pydantic.ValidationError):
         ProviderSpec.model_validate(spec)
+
+
+def test_a_phase_of_dry_run_is_a_known_phase() -> None:
+    body = minimal(dryRun=True)
+    body["status"] = {"phase": "DryRun"}
+    assert AgentAccount.from_body(body).status.phase == "DryRun"
+
+
+def test_provider_policy_defaults() -> None:
+    policy = ProviderSpec.model_validate({"kubernetes": {}}).policy
+
+    assert policy == ProviderPolicy()
+    assert policy.max_lifetime == timedelta(hours=24)
+    assert policy.default_lifetime == timedelta(hours=1)
+    assert policy.allowed_namespaces is None  # every namespace
+    assert policy.allowed_scopes is None  # provider-type dependent: see policies.check_allowed_scopes
+    assert policy.max_active_accounts is None
+    assert policy.require_approval is False
+
+
+def test_provider_policy_is_read_from_the_crd_names() -> None:
+    spec = ProviderSpec.model_validate(
+        {
+            "kubernetes": {},
+            "policy": {
+                "maxLifetime": "2h",
+                "defaultLifetime": "15m",
+                "allowedNamespaces": {
+                    "matchLabels": {"team": "a"},
+                    "matchExpressions": [{"key": "env", "operator": "In", "values": ["dev"]}],
+                },
+                "allowedScopes": [
+                    {"permissions": ["get", "list"]},
+                    {"permissions": ["*"], "resources": ["pods/log"]},
+                ],
+                "maxActiveAccounts": 0,
+                "requireApproval": True,
+            },
+        }
+    )
+    policy = spec.policy
+    assert (spec.max_lifetime, spec.default_lifetime) == (timedelta(hours=2), timedelta(minutes=15))
+    assert (policy.max_lifetime, policy.default_lifetime) == (timedelta(hours=2), timedelta(minutes=15))
+    assert policy.allowed_namespaces is not None
+    assert policy.allowed_namespaces.match_labels == {"team": "a"}
+    assert policy.allowed_namespaces.match_expressions == [
+        {"key": "env", "operator": "In", "values": ["dev"]}
+    ]
+    assert policy.allowed_scopes is not None
+    assert [(p.permissions, p.resources) for p in policy.allowed_scopes] == [
+        (["get", "list"], ["*"]),  # resources default to every resource
+        (["*"], ["pods/log"]),
+    ]
+    assert policy.max_active_accounts == 0
+    assert policy.require_approval is True
+
+
+def test_an_empty_allowed_scopes_list_allows_nothing_rather_than_meaning_absent() -> None:
+    assert (
+        ProviderSpec.model_validate({"kubernetes": {}, "policy": {"allowedScopes": []}}).policy.allowed_scopes
+        == []
+    )
 
 
 def test_resolved_provider_defaults_to_cluster_scope() -> None:

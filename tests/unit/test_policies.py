@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pydantic
 import pytest
 
 from agentaccounts import policies
-from agentaccounts.models import AgentAccount, ProviderSpec
+from agentaccounts.models import AgentAccount, LabelSelector, ProviderSpec, Scope, ScopePattern
 from agentaccounts.policies import Decision
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -54,7 +55,7 @@ def account(
 
 def provider(max_lifetime: str = "24h", default_lifetime: str = "1h") -> ProviderSpec:
     return ProviderSpec.model_validate(
-        {"kubernetes": {}, "maxLifetime": max_lifetime, "defaultLifetime": default_lifetime}
+        {"kubernetes": {}, "policy": {"maxLifetime": max_lifetime, "defaultLifetime": default_lifetime}}
     )
 
 
@@ -78,9 +79,27 @@ def test_lifetimes_within_the_maximum_pass(lifetime: str | None, default: str, m
 @pytest.mark.parametrize(
     ("lifetime", "default", "maximum", "reason", "fragments"),
     [
-        ("2h", "1h", "1h30m", "LifetimeExceeded", ["lifetime 2h", "maxLifetime 1h30m"]),
-        ("24h1s", "1h", "24h", "LifetimeExceeded", ["lifetime 1d1s", "maxLifetime 1d"]),
-        (None, "48h", "24h", "LifetimeExceeded", ["lifetime 2d", "maxLifetime 1d"]),
+        (
+            "2h",
+            "1h",
+            "1h30m",
+            "LifetimeExceeded",
+            ["rule max-lifetime:", "lifetime 2h", "policy.maxLifetime 1h30m"],
+        ),
+        (
+            "24h1s",
+            "1h",
+            "24h",
+            "LifetimeExceeded",
+            ["rule max-lifetime:", "lifetime 1d1s", "policy.maxLifetime 1d"],
+        ),
+        (
+            None,
+            "48h",
+            "24h",
+            "LifetimeExceeded",
+            ["rule max-lifetime:", "lifetime 2d", "policy.maxLifetime 1d"],
+        ),
         ("0s", "1h", "24h", "InvalidSpec", ["greater than zero"]),
         ("0m0s", "1h", "24h", "InvalidSpec", ["greater than zero"]),
         (None, "0s", "24h", "InvalidSpec", ["greater than zero"]),
@@ -302,3 +321,268 @@ def test_expired_record_with_a_very_long_keep_expired_for_waits_instead_of_crash
     decision = policies.on_timer(acct, NOW + HOUR)
     assert decision.action == "wait"
     assert decision.at is None or decision.at > NOW + HOUR
+
+
+# -- selector_matches -----------------------------------------------------------------------------
+
+TEAM_A_DEV = {"team": "a", "env": "dev", "kubernetes.io/metadata.name": "agents"}
+
+
+def selector(labels: dict[str, str] | None = None, *expressions: dict[str, Any]) -> LabelSelector:
+    return LabelSelector.model_validate({"matchLabels": labels or {}, "matchExpressions": list(expressions)})
+
+
+def expr(key: str, operator: str, *values: str) -> dict[str, Any]:
+    return {"key": key, "operator": operator, "values": list(values)}
+
+
+@pytest.mark.parametrize(
+    ("sel", "labels", "matches"),
+    [
+        (selector(), {}, True),  # the empty selector selects everything
+        (selector(), TEAM_A_DEV, True),
+        (selector({"team": "a"}), TEAM_A_DEV, True),
+        (selector({"team": "a", "env": "dev"}), TEAM_A_DEV, True),
+        (selector({"team": "b"}), TEAM_A_DEV, False),
+        (selector({"team": "a", "env": "prod"}), TEAM_A_DEV, False),  # every pair must hold
+        (selector({"owner": "x"}), TEAM_A_DEV, False),
+        (selector({"team": "a"}), {}, False),
+        (selector({"team": ""}), {}, False),  # an empty value is not an absent label
+        (selector({"team": ""}), {"team": ""}, True),
+        (selector({"kubernetes.io/metadata.name": "agents"}), TEAM_A_DEV, True),
+        (selector(None, expr("env", "In", "dev", "test")), TEAM_A_DEV, True),
+        (selector(None, expr("env", "In", "prod")), TEAM_A_DEV, False),
+        (selector(None, expr("owner", "In", "x")), TEAM_A_DEV, False),  # In needs the label
+        (selector(None, expr("env", "NotIn", "prod")), TEAM_A_DEV, True),
+        (selector(None, expr("env", "NotIn", "dev")), TEAM_A_DEV, False),
+        (selector(None, expr("owner", "NotIn", "x")), TEAM_A_DEV, True),  # NotIn holds for an absent label
+        (selector(None, {"key": "team", "operator": "Exists"}), TEAM_A_DEV, True),
+        (selector(None, {"key": "owner", "operator": "Exists"}), TEAM_A_DEV, False),
+        (selector(None, {"key": "owner", "operator": "DoesNotExist"}), TEAM_A_DEV, True),
+        (selector(None, {"key": "team", "operator": "DoesNotExist"}), TEAM_A_DEV, False),
+        (
+            selector(None, expr("team", "In", "a"), expr("env", "In", "prod")),
+            TEAM_A_DEV,
+            False,
+        ),  # all must hold
+        (selector({"team": "a"}, expr("env", "NotIn", "dev")), TEAM_A_DEV, False),  # labels AND expressions
+        (selector({"team": "a"}, expr("env", "In", "dev")), TEAM_A_DEV, True),
+        (selector(None, {"key": "env", "operator": "In"}), TEAM_A_DEV, False),  # In with no values: nothing
+    ],
+)
+def test_selector_matches(sel: LabelSelector, labels: dict[str, str], matches: bool) -> None:
+    assert policies.selector_matches(sel, labels) is matches
+
+
+@pytest.mark.parametrize("operator", ["in", "Equals", "", "Gt"])
+def test_an_unknown_selector_operator_never_selects_everything(operator: str) -> None:
+    # Kubernetes refuses a selector with an unknown operator; allowedNamespaces must fail closed, not
+    # open: either the model refuses it, or it matches nothing. (The CRD enum stops it at apply, but the
+    # models repeat the checks that matter for objects written past the schema.)
+    try:
+        sel = LabelSelector.model_validate({"matchExpressions": [expr("team", operator, "a")]})
+    except pydantic.ValidationError:
+        return
+    assert not policies.selector_matches(sel, {"team": "b"})
+
+
+# -- scope_pairs and check_allowed_scopes ---------------------------------------------------------
+
+
+def scopes(*items: tuple[list[str], list[str]]) -> list[Scope]:
+    return [Scope(permissions=p, resources=r) for p, r in items]
+
+
+def patterns(*items: tuple[list[str], list[str]]) -> list[ScopePattern]:
+    return [ScopePattern(permissions=p, resources=r) for p, r in items]
+
+
+def test_scope_pairs_are_every_permission_times_resource_and_a_whole_account_is_star() -> None:
+    assert policies.scope_pairs(
+        scopes((["get", "list"], ["configmaps", "pods/log"]), (["Zone Read"], []))
+    ) == [
+        ("get", "configmaps"),
+        ("get", "pods/log"),
+        ("list", "configmaps"),
+        ("list", "pods/log"),
+        ("Zone Read", "*"),
+    ]
+
+
+def test_scope_pairs_ignore_resource_names() -> None:
+    named = [Scope(permissions=["get"], resources=["secrets"], resourceNames=["a", "b"])]
+    assert policies.scope_pairs(named) == [("get", "secrets")]
+
+
+def test_no_allowed_scopes_on_a_kubernetes_provider_leaves_it_to_rbac() -> None:
+    asked = scopes((["delete", "create"], ["deployments.apps", "pods"]))
+    assert policies.check_allowed_scopes(asked, None, "kubernetes") is None
+
+
+@pytest.mark.parametrize("provider_type", ["cloudflare", "someday-another"])
+def test_no_allowed_scopes_on_any_other_provider_issues_nothing(provider_type: str) -> None:
+    decision = policies.check_allowed_scopes(
+        scopes((["Workers Scripts Read"], ["account"])), None, provider_type
+    )
+    assert decision is not None
+    assert (decision.action, decision.reason) == ("fail", "NotPermitted")
+    assert decision.message.startswith("rule allowed-scopes: ")
+    assert f"this {provider_type} provider lists no spec.policy.allowedScopes" in decision.message
+    assert "policy.allowedScopes: [{permissions:" in decision.message  # the hint: how to allow something
+
+
+ALLOWED = patterns(
+    (["get", "list", "watch"], ["*"]),
+    (["create", "delete"], ["jobs.batch", "pods/*"]),
+    (["Workers * Read"], ["account", "zone/*"]),
+    (["Zone Read"], ["*"]),
+)
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        scopes((["get", "list"], ["configmaps", "deployments.apps", "pods/log"])),
+        scopes((["create"], ["jobs.batch"]), (["delete"], ["pods/log", "pods/exec"])),
+        scopes((["Workers Scripts Read", "Workers KV Storage Read"], ["account", "zone/0123abcd"])),
+        scopes((["Zone Read"], [])),  # the whole account: only a "*" resource pattern allows it
+        scopes((["watch"], [])),
+    ],
+)
+def test_scopes_inside_the_allowed_patterns_pass(asked: list[Scope]) -> None:
+    assert policies.check_allowed_scopes(asked, ALLOWED, "cloudflare") is None
+    assert policies.check_allowed_scopes(asked, ALLOWED, "kubernetes") is None
+
+
+@pytest.mark.parametrize(
+    ("asked", "pair"),
+    [
+        (scopes((["get", "update"], ["configmaps"])), ("update", "configmaps")),
+        (scopes((["create"], ["jobs.batch", "cronjobs.batch"])), ("create", "cronjobs.batch")),
+        (scopes((["create"], ["pods"])), ("create", "pods")),  # "pods/*" is pods' subresources only
+        (scopes((["Workers Scripts Write"], ["account"])), ("Workers Scripts Write", "account")),
+        (scopes((["Workers Scripts Read"], ["zones"])), ("Workers Scripts Read", "zones")),
+        (scopes((["Workers Scripts Read"], [])), ("Workers Scripts Read", "*")),  # whole account vs "account"
+        (scopes((["GET"], ["configmaps"])), ("GET", "configmaps")),  # patterns are case-sensitive
+        (scopes((["get"], ["configmaps"]), (["Zone Edit"], ["zone/1"])), ("Zone Edit", "zone/1")),
+    ],
+)
+def test_a_pair_outside_every_pattern_is_refused_and_named(asked: list[Scope], pair: tuple[str, str]) -> None:
+    decision = policies.check_allowed_scopes(asked, ALLOWED, "cloudflare")
+    assert decision is not None
+    assert (decision.action, decision.reason) == ("fail", "NotPermitted")
+    assert decision.message == (
+        f"rule allowed-scopes: permission {pair[0]!r} on {pair[1]!r} is outside the provider's "
+        "policy.allowedScopes"
+    )
+
+
+def test_a_pair_must_match_one_entry_not_a_permission_from_one_and_a_resource_from_another() -> None:
+    allowed = patterns((["get"], ["configmaps"]), (["delete"], ["pods"]))
+    assert (
+        policies.check_allowed_scopes(scopes((["delete"], ["configmaps"])), allowed, "kubernetes") is not None
+    )
+    assert policies.check_allowed_scopes(scopes((["get"], ["pods"])), allowed, "kubernetes") is not None
+    assert policies.check_allowed_scopes(scopes((["get"], ["configmaps"])), allowed, "kubernetes") is None
+
+
+def test_an_empty_allowed_scopes_list_allows_nothing() -> None:
+    assert policies.check_allowed_scopes(scopes((["get"], ["configmaps"])), [], "kubernetes") is not None
+
+
+# -- active_accounts ------------------------------------------------------------------------------
+
+
+def live(
+    uid: str,
+    *,
+    kind: str | None = "AccountProvider",
+    name: str = "p",
+    phase: str | None = "Ready",
+    issued: bool = True,
+    dry_run: bool | None = None,
+    deleting: bool = False,
+) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": name}
+    if kind is not None:
+        ref["kind"] = kind
+    spec: dict[str, Any] = {"providerRef": ref, "scopes": [{"permissions": ["get"]}]}
+    if dry_run is not None:
+        spec["dryRun"] = dry_run
+    meta: dict[str, Any] = {"name": uid, "namespace": "agents", "uid": uid}
+    if deleting:
+        meta["deletionTimestamp"] = "2030-01-01T12:00:00Z"
+    status: dict[str, Any] = {}
+    if phase is not None:
+        status["phase"] = phase
+    if issued:
+        status["issuedAt"] = "2030-01-01T11:00:00Z"
+    return {"metadata": meta, "spec": spec, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("body", "counted", "counted_if_issued_only"),
+    [
+        (live("a"), True, True),
+        (live("a", kind=None), True, True),  # providerRef.kind defaults to AccountProvider
+        (live("a", phase="Pending", issued=False), True, False),  # waiting: counts at admission only
+        (live("a", phase=None, issued=False), True, False),  # brand new, no status yet
+        (live("a", phase="Pending", issued=True), True, True),  # re-issuing after an issue
+        (live("a", phase="Expired"), False, False),
+        (live("a", phase="Failed"), False, False),
+        (live("a", phase="DryRun", issued=False), False, False),
+        (
+            live("a", phase="Pending", issued=False, dry_run=True),
+            False,
+            False,
+        ),  # dry run before its first pass
+        (live("a", dry_run=False), True, True),
+        (live("a", deleting=True), False, False),
+        (live("self"), False, False),  # the account being judged
+        (live("a", name="other"), False, False),
+        (live("a", kind="ClusterAccountProvider"), False, False),  # same name, other kind
+    ],
+    ids=[
+        "ready",
+        "default-kind",
+        "pending-not-issued",
+        "new",
+        "pending-issued",
+        "expired",
+        "failed",
+        "dry-run-phase",
+        "dry-run-spec",
+        "dry-run-false",
+        "deleting",
+        "self",
+        "other-provider",
+        "other-kind",
+    ],
+)
+def test_active_accounts(body: dict[str, Any], counted: bool, counted_if_issued_only: bool) -> None:
+    assert policies.active_accounts([body], "AccountProvider", "p", "self", issued_only=False) == int(counted)
+    assert policies.active_accounts([body], "AccountProvider", "p", "self", issued_only=True) == int(
+        counted_if_issued_only
+    )
+
+
+def test_active_accounts_counts_every_live_account() -> None:
+    bodies = [
+        live("a"),
+        live("b", phase="Pending", issued=False),
+        live("c", phase="Expired"),
+        live("d"),
+        live("self"),
+    ]
+    assert policies.active_accounts(bodies, "AccountProvider", "p", "self", issued_only=False) == 3
+    assert policies.active_accounts(bodies, "AccountProvider", "p", "self", issued_only=True) == 2
+    assert policies.active_accounts([], "AccountProvider", "p", "self", issued_only=False) == 0
+
+
+def test_active_accounts_survive_sparse_bodies() -> None:
+    # objects as a list returns them can lack status, and (written past the schema) even spec
+    sparse: list[dict[str, Any]] = [
+        {"metadata": {"uid": "a"}},
+        {"metadata": {"uid": "b"}, "spec": None, "status": None},
+    ]
+    assert policies.active_accounts(sparse, "AccountProvider", "p", "self", issued_only=False) == 0

@@ -28,6 +28,13 @@ DEFAULTS: dict[str, Any] = {
     "leader_election_namespace": "default",
     "leader_election_name": "agentaccounts-operator",
     "pod_name": None,
+    "operator_namespace": "default",
+    "signing_key_secret": "agentaccounts-signing-key",
+    "webhook_port": 9443,
+    "webhook_listen": "127.0.0.1",
+    "webhook_host": "127.0.0.1",
+    "webhook_service": None,
+    "allowed_api_base_urls": ["https://api.cloudflare.com/client/v4"],
 }
 
 
@@ -67,6 +74,37 @@ def test_every_field_has_a_known_default() -> None:
         ("AGENTACCOUNTS_LEADER_ELECTION_NAMESPACE", "ops", "leader_election_namespace", "ops"),
         ("agentaccounts_metrics_port", "9191", "metrics_port", 9191),  # env names are case-insensitive
         ("POD_NAME", "agentaccounts-7d9f-abcde", "pod_name", "agentaccounts-7d9f-abcde"),  # downward API
+        (
+            "AGENTACCOUNTS_OPERATOR_NAMESPACE",
+            "agentaccounts-system",
+            "operator_namespace",
+            "agentaccounts-system",
+        ),
+        ("AGENTACCOUNTS_SIGNING_KEY_SECRET", "my-key", "signing_key_secret", "my-key"),
+        ("AGENTACCOUNTS_WEBHOOK_PORT", "8443", "webhook_port", 8443),
+        ("AGENTACCOUNTS_WEBHOOK_PORT", "0", "webhook_port", 0),  # admission off
+        ("AGENTACCOUNTS_WEBHOOK_LISTEN", "0.0.0.0", "webhook_listen", "0.0.0.0"),
+        ("AGENTACCOUNTS_WEBHOOK_HOST", "host.docker.internal", "webhook_host", "host.docker.internal"),
+        (
+            "AGENTACCOUNTS_WEBHOOK_SERVICE",
+            "ops/agentaccounts-webhook",
+            "webhook_service",
+            "ops/agentaccounts-webhook",
+        ),
+        (
+            "AGENTACCOUNTS_ALLOWED_API_BASE_URLS",
+            "http://127.0.0.1:8787/client/v4",
+            "allowed_api_base_urls",
+            ["http://127.0.0.1:8787/client/v4"],
+        ),
+        (
+            "AGENTACCOUNTS_ALLOWED_API_BASE_URLS",
+            "https://api.cloudflare.com/client/v4, http://127.0.0.1:8787/client/v4 ,",
+            "allowed_api_base_urls",
+            ["https://api.cloudflare.com/client/v4", "http://127.0.0.1:8787/client/v4"],
+        ),
+        ("AGENTACCOUNTS_ALLOWED_API_BASE_URLS", "", "allowed_api_base_urls", []),  # allow nothing
+        ("AGENTACCOUNTS_ALLOWED_API_BASE_URLS", " , ,", "allowed_api_base_urls", []),
     ],
 )
 def test_environment_overrides(
@@ -106,6 +144,8 @@ def test_variables_without_the_prefix_are_ignored(
         ("AGENTACCOUNTS_CLOUDFLARE_WINDOW_SECONDS", "0"),
         ("AGENTACCOUNTS_API_THREADS", "0"),
         ("AGENTACCOUNTS_LEADER_ELECT", "maybe"),
+        ("AGENTACCOUNTS_WEBHOOK_PORT", "65536"),
+        ("AGENTACCOUNTS_WEBHOOK_PORT", "-1"),
     ],
 )
 def test_out_of_bounds_values_are_rejected(
@@ -128,3 +168,8 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(pydantic.ValidationError):
         settings.metrics_port = 1  # type: ignore[misc]
+
+
+def test_allowed_api_base_urls_as_a_list_are_taken_as_they_are() -> None:
+    urls = ["https://api.cloudflare.com/client/v4", "http://localhost:8787/client/v4"]
+    assert Settings(allowed_api_base_urls=urls).allowed_api_base_urls == urls

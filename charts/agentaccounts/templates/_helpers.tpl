@@ -42,6 +42,17 @@ app.kubernetes.io/part-of: agentaccounts
 {{- default (printf "%s-leader" (include "agentaccounts.fullname" .)) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{- /* The Service the API server calls for admission: kopf registers it as the webhooks' client config. */}}
+{{- define "agentaccounts.webhookService" -}}
+{{- printf "%s-webhook" (include "agentaccounts.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- /* The operator's requester-stamp signing key, in the release namespace (a fixed name: the operator's
+default, and the one name the release Role may read). */}}
+{{- define "agentaccounts.signingKeySecret" -}}
+agentaccounts-signing-key
+{{- end }}
+
 {{- define "agentaccounts.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -59,13 +70,25 @@ Rules on cluster-scoped objects (README.md, "cluster" rows, and "cluster-namespa
 - apiGroups: [agentaccounts.dev]
   resources: [clusteraccountproviders/status]
   verbs: [patch]
-{{- if .Values.watchNamespaces }}
-{{- /* kopf lists and watches namespaces to match its namespace list only when it is NOT cluster-wide;
-without this it retries for about a minute, logging 403s, before it falls back and starts. */}}
+{{- /* Every permission an AgentAccount asks for is checked as its requester (SubjectAccessReview). */}}
+- apiGroups: [authorization.k8s.io]
+  resources: [subjectaccessreviews]
+  verbs: [create]
+{{- /* get: a provider's policy.allowedNamespaces selector is matched against the namespace's labels.
+list, watch: kopf matches its namespace list against live namespaces only when NOT cluster-wide;
+without them it retries for about a minute, logging 403s, before it falls back and starts. */}}
 - apiGroups: [""]
   resources: [namespaces]
-  verbs: [list, watch]
-{{- end }}
+  verbs: {{ if .Values.watchNamespaces }}[get, list, watch]{{ else }}[get]{{ end }}
+{{- /* kopf's managed admission: it creates the two configurations if absent (RBAC cannot limit create
+by name) and patches their webhooks whenever its client config changes. */}}
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [validatingwebhookconfigurations, mutatingwebhookconfigurations]
+  verbs: [create]
+- apiGroups: [admissionregistration.k8s.io]
+  resources: [validatingwebhookconfigurations, mutatingwebhookconfigurations]
+  resourceNames: [agentaccounts.dev]
+  verbs: [get, patch]
 {{- end }}
 
 {{/*
@@ -94,6 +117,10 @@ or one ClusterRole in cluster-wide mode.
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [get, create, patch, update, delete, deletecollection]
+{{- /* Roles that grant Secrets by name carry a label; listing them by it keeps a new credentials Secret from landing where another agent may read it. */}}
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles]
+  verbs: [list]
 - apiGroups: [""]
   resources: [serviceaccounts/token]
   verbs: [create]
@@ -110,6 +137,14 @@ Rules in the release namespace (README.md, "release" rows).
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- /* The requester-stamp signing key: created on first start if missing, then read; no other Secret. */}}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [create]
+- apiGroups: [""]
+  resources: [secrets]
+  resourceNames: [{{ include "agentaccounts.signingKeySecret" . | quote }}]
+  verbs: [get]
 {{- if .Values.leaderElection.enabled }}
 - apiGroups: [coordination.k8s.io]
   resources: [leases]

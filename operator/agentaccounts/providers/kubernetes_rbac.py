@@ -85,7 +85,7 @@ def parse_resource(text: str) -> ResourceRef:
             f"resource {text!r}: use resource[.group][/subresource], e.g. deployments.apps or pods/log "
             "(object names go in resourceNames)"
         )
-    return ResourceRef(group, resource.lower(), sub.lower())
+    return ResourceRef(group.lower(), resource.lower(), sub.lower())
 
 
 def permissions(scopes: list[Scope]) -> Iterator[Permission]:
