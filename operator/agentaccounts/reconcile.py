@@ -134,7 +134,7 @@ class Reconciler:
             "requester": {"username": requester.username, "uid": requester.uid, "groups": requester.groups}
         }
         if account.spec.dry_run:
-            return await self._dry_run(account, provider_obj, provider.type, request, current, who, emit)
+            return await self._dry_run(account, provider_obj, provider, request, current, who, emit)
         # Quotas and Secret-name grants are judged under a per-namespace lock, so that two accounts
         # issued at once cannot both pass a check the other would have failed.
         exclusive = provider_obj.spec.policy.max_active_accounts is not None or _names_secrets(account)
@@ -177,13 +177,12 @@ class Reconciler:
         self,
         account: AgentAccount,
         provider_obj: Provider,
-        provider_type: str,
+        provider: Any,
         request: IssueRequest,
         current: dict[str, Any],
         who: dict[str, Any],
         emit: Emit,
     ) -> dict[str, Any]:
-        provider = await provider_for(provider_obj, self.deps)
         plan = {
             **await provider.plan(request),
             "lifetime": format_duration(policies.lifetime_of(account, provider_obj.spec)),
@@ -198,7 +197,7 @@ class Reconciler:
                 current, "DryRun", False, "DryRun", message, account.generation, self.now()
             ),
             **who,
-            "provider": provider_type,
+            "provider": provider.type,
             "plan": plan,
             "observedGeneration": account.generation,
         }

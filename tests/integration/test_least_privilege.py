@@ -131,6 +131,16 @@ def user(cluster: Any, api: client.ApiClient, namespace: str, in_cluster_provide
     person.cleanup()
 
 
+def _account_provider(api: client.ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AccountProvider",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+    custom(api).create_namespaced_custom_object(GROUP, VERSION, namespace, "accountproviders", body)
+
+
 def _refused(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
     assert result.returncode != 0, f"expected a refusal, got: {result.stdout}"
     for fragment in fragments:
@@ -187,18 +197,7 @@ def test_a_requester_delegates_what_they_hold_and_nothing_more(
     assert other.returncode == 0  # same provider: fine
     foreign = json.loads(_manifest(namespace, "sneaky", scopes=_scope(["get"], ["configmaps"])))
     foreign["spec"]["providerRef"] = {"kind": "AccountProvider", "name": "team-only"}
-    custom(api).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "accountproviders",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "AccountProvider",
-            "metadata": {"name": "team-only"},
-            "spec": {"kubernetes": {}},
-        },
-    )
+    _account_provider(api, namespace, "team-only", {"kubernetes": {}})
     _refused(user.kubectl("create", "-f", "-", input=json.dumps(foreign)), "rule provider-use", "team-only")
 
 
@@ -233,18 +232,7 @@ def test_never_grantable_whoever_asks_and_provider_policy_at_apply(
         "allowedScopes": [{"permissions": ["get", "list"], "resources": ["configmaps", "pods/log"]}],
         "maxActiveAccounts": 1,
     }
-    custom(api).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "accountproviders",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "AccountProvider",
-            "metadata": {"name": "strict"},
-            "spec": {"kubernetes": {}, "policy": policy},
-        },
-    )
+    _account_provider(api, namespace, "strict", {"kubernetes": {}, "policy": policy})
 
     def strict(name: str, scopes: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
         body = json.loads(_manifest(namespace, name, scopes=scopes))
@@ -398,18 +386,7 @@ def test_approval_and_denial(
     cluster: Any, api: client.ApiClient, namespace: str, user: User, start_operator: Start
 ) -> None:
     start_operator(namespace)
-    custom(api).create_namespaced_custom_object(
-        GROUP,
-        VERSION,
-        namespace,
-        "accountproviders",
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "AccountProvider",
-            "metadata": {"name": "gated"},
-            "spec": {"kubernetes": {}, "policy": {"requireApproval": True}},
-        },
-    )
+    _account_provider(api, namespace, "gated", {"kubernetes": {}, "policy": {"requireApproval": True}})
     for name in ("wanted", "unwanted"):
         body = json.loads(_manifest(namespace, name, scopes=_scope(["get"], ["configmaps"])))
         body["spec"]["providerRef"] = {"kind": "AccountProvider", "name": "gated"}
