@@ -27,7 +27,7 @@ from agentaccounts.errors import InvalidSpec, LifetimeExceeded, NotPermitted
 from agentaccounts.kube import Kube
 from agentaccounts.models import AgentAccount, Provider, Requester
 from agentaccounts.providers import cloudflare_guard
-from agentaccounts.providers.kubernetes_rbac import GROUP, Permission, check_never_grantable
+from agentaccounts.providers.kubernetes_rbac import GROUP, Permission, check_never_grantable, permissions
 from agentaccounts.settings import Settings
 
 SAR_CONCURRENCY = 16  # SubjectAccessReviews in flight per account: each is a cheap in-memory RBAC check
@@ -101,12 +101,7 @@ class Access:
     async def _check_kubernetes(self, account: AgentAccount, requester: Requester) -> None:
         leases = frozenset({(self.settings.leader_election_namespace, self.settings.leader_election_name)})
         wanted = check_never_grantable(account.spec.scopes, account.namespace, leases)
-        secrets = sorted({p.name for p in wanted if (p.ref.group, p.ref.resource) == ("", "secrets")})
-        if secrets:
-            protected = await self.protected_secrets(account.namespace, secrets)
-            for name in secrets:
-                if name in protected:
-                    raise _denied("never-grantable", f"Secret {account.namespace}/{name}: {protected[name]}")
+        await self.check_secret_names(account, wanted)
         gate = asyncio.Semaphore(SAR_CONCURRENCY)
 
         async def missing(permission: Permission) -> Permission | None:
@@ -122,6 +117,20 @@ class Access:
                 f"{requester.username} may not {first} in namespace {account.namespace}, so no agent may "
                 "be given it on their behalf",
             )
+
+    async def check_secret_names(self, account: AgentAccount, wanted: list[Permission] | None = None) -> None:
+        """The Secret names a Kubernetes account asks for are none of the protected ones. Reconcile
+        runs it again under its namespace lock, right before the Role exists (reconcile._issue)."""
+        wanted = wanted if wanted is not None else list(permissions(account.spec.scopes))
+        secrets = sorted(
+            {p.name for p in wanted if (p.ref.group, p.ref.resource) == ("", "secrets") and p.name}
+        )
+        if not secrets:
+            return
+        protected = await self.protected_secrets(account.namespace, secrets)
+        for name in secrets:
+            if name in protected:
+                raise _denied("never-grantable", f"Secret {account.namespace}/{name}: {protected[name]}")
 
     async def protected_secrets(self, namespace: str, names: list[str]) -> dict[str, str]:
         """Which of `names` (Secrets in `namespace`) no agent may ever be granted, with the reason: the

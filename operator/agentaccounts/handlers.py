@@ -72,24 +72,19 @@ def _webhook_server(ours: Settings) -> kopf.WebhookServer:
     if ours.webhook_service:
         namespace, _, name = ours.webhook_service.partition("/")
         hosts = [f"{name}.{namespace}.svc", f"{name}.{namespace}.svc.cluster.local", ours.webhook_host]
-        cert = webhook_tls.make(hosts)
+    else:
+        hosts = [ours.webhook_host, "localhost"]
+    cert = webhook_tls.make(hosts)
+    tls: dict[str, Any] = {
+        "certfile": str(cert.certfile),
+        "pkeyfile": str(cert.keyfile),
+        "cadata": cert.ca_pem,
+    }
+    if ours.webhook_service:
         return ServiceWebhookServer(
-            ours.webhook_service,
-            addr=ours.webhook_listen,
-            port=ours.webhook_port,
-            certfile=str(cert.certfile),
-            pkeyfile=str(cert.keyfile),
-            cadata=cert.ca_pem,
+            ours.webhook_service, addr=ours.webhook_listen, port=ours.webhook_port, **tls
         )
-    cert = webhook_tls.make([ours.webhook_host, "localhost"])
-    return kopf.WebhookServer(
-        addr=ours.webhook_listen,
-        port=ours.webhook_port,
-        host=ours.webhook_host,
-        certfile=str(cert.certfile),
-        pkeyfile=str(cert.keyfile),
-        cadata=cert.ca_pem,
-    )
+    return kopf.WebhookServer(addr=ours.webhook_listen, port=ours.webhook_port, host=ours.webhook_host, **tls)
 
 
 def _emitter(body: kopf.Body) -> Emit:

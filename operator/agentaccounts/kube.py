@@ -14,6 +14,7 @@ import base64
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -388,7 +389,9 @@ class Kube:
         result = await self._obj(f"get namespace {name}", core.read_namespace, name)
         return None if result is None else dict((result.get("metadata") or {}).get("labels") or {})
 
-    async def ensure_secret_key(self, namespace: str, name: str, key: str, make: Any) -> bytes:
+    async def ensure_secret_key(
+        self, namespace: str, name: str, key: str, make: Callable[[], bytes]
+    ) -> bytes:
         """The value of `key` in Secret namespace/name, creating the Secret with `make()` if absent.
         Two operators starting at once both try to create; the loser reads the winner's value."""
         existing = await self.get("Secret", namespace, name)

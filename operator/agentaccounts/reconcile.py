@@ -130,32 +130,43 @@ class Reconciler:
         provider = await provider_for(provider_obj, self.deps)
         request = self._request(account, expires_at)
         await provider.validate(request)
-        who = {
-            "requester": {"username": requester.username, "uid": requester.uid, "groups": requester.groups}
-        }
+        who = {"requester": requester.model_dump(include={"username", "uid", "groups"})}
         if account.spec.dry_run:
             return await self._dry_run(account, provider_obj, provider, request, current, who, emit)
+        started = time.monotonic()
+        timing = {
+            "provider": provider.type,
+            "issuedAt": conditions.rfc3339(issued_at),
+            "expiresAt": conditions.rfc3339(expires_at),
+            "secretName": account.secret_name,
+            **who,
+            "approval": approval,
+            "plan": None,
+        }
         # Quotas and Secret-name grants are judged under a per-namespace lock, so that two accounts
-        # issued at once cannot both pass a check the other would have failed.
-        exclusive = provider_obj.spec.policy.max_active_accounts is not None or _names_secrets(account)
-        async with self._lock(account.namespace) if exclusive else contextlib.nullcontext():
+        # issued at once cannot both pass a check the other would have failed: an account that asks
+        # for Secrets by name (or counts against a quota) holds it from that check through its own
+        # Secret write; every other account holds it around its Secret write alone, where it checks
+        # that no other agent's Role grants that Secret's name.
+        names_secrets = provider.type == "kubernetes" and _names_secrets(account)
+        exclusive = provider_obj.spec.policy.max_active_accounts is not None or names_secrets
+        async with contextlib.AsyncExitStack() as held:
+            if exclusive:
+                await held.enter_async_context(self._lock(account.namespace))
+            if names_secrets:
+                await self.access.check_secret_names(account)
             if provider_obj.spec.policy.max_active_accounts is not None and current.get("phase") != "Ready":
                 refusal = await self.access.check_quota(account, provider_obj, issued_only=True)
                 if refusal:
                     raise QuotaExceeded(refusal, delay=10.0)
-            return await self._issue_unlocked(
-                account,
-                provider_obj,
-                provider,
-                request,
-                issued_at,
-                expires_at,
-                current,
-                who,
-                approval,
-                emit,
-                exclusive,
-            )
+            issued = await self._create_identity(account, provider_obj, provider, request, timing, current)
+            if not exclusive:
+                await held.enter_async_context(self._lock(account.namespace))
+            await self._check_secret_not_granted(account)
+            await self._write_secret(account, issued, expires_at)
+        return await self._record_issued(
+            account, provider.type, issued, expires_at, timing, current, started, emit
+        )
 
     def _approval(
         self, account: AgentAccount, raw_spec: dict[str, Any], provider: Provider
@@ -205,31 +216,17 @@ class Reconciler:
         emit("Normal", "DryRun", message)
         return status
 
-    async def _issue_unlocked(
+    async def _create_identity(
         self,
         account: AgentAccount,
         provider_obj: Provider,
         provider: Any,
         request: IssueRequest,
-        issued_at: datetime,
-        expires_at: datetime,
+        timing: dict[str, Any],
         current: dict[str, Any],
-        who: dict[str, Any],
-        approval: dict[str, str] | None,
-        emit: Emit,
-        locked: bool,
-    ) -> dict[str, Any]:
+    ) -> Issued:
+        """Record the timing (before anything exists), then create or adopt the provider-side identity."""
         await self._check_secret(account)
-        started = time.monotonic()
-        timing = {
-            "provider": provider.type,
-            "issuedAt": conditions.rfc3339(issued_at),
-            "expiresAt": conditions.rfc3339(expires_at),
-            "secretName": account.secret_name,
-            **who,
-            "approval": approval,
-            "plan": None,
-        }
         pending = (
             {}
             if current.get("phase") == "Ready"
@@ -248,7 +245,7 @@ class Reconciler:
         async def record(ref: AccountRef) -> None:
             await self.patch(account, {"accountRef": ref.model_dump(exclude_defaults=True)})
 
-        issued = await provider.issue(request, record)
+        issued: Issued = await provider.issue(request, record)
         if (
             issued.secret_data is None
             and await self.kube.get("Secret", account.namespace, account.secret_name) is None
@@ -256,10 +253,20 @@ class Reconciler:
             # The identity was updated in place but its credentials cannot be read back and the Secret
             # is gone: replace the identity rather than leave the agent without credentials.
             await provider.revoke(request, issued.account_ref)
-            issued = await provider.issue(self._request(account, expires_at, existing=False), record)
-        async with contextlib.nullcontext() if locked else self._lock(account.namespace):
-            await self._check_secret_not_granted(account)
-            await self._write_secret(account, issued, expires_at)
+            issued = await provider.issue(self._request(account, request.expires_at, existing=False), record)
+        return issued
+
+    async def _record_issued(
+        self,
+        account: AgentAccount,
+        provider_type: str,
+        issued: Issued,
+        expires_at: datetime,
+        timing: dict[str, Any],
+        current: dict[str, Any],
+        started: float,
+        emit: Emit,
+    ) -> dict[str, Any]:
         status = {
             **conditions.phase_patch(
                 current,
@@ -277,16 +284,16 @@ class Reconciler:
         }
         await self.patch(account, status)
         duration = time.monotonic() - started
-        metrics.ISSUED.labels(provider.type).inc()
-        metrics.ISSUE_SECONDS.labels(provider.type).observe(duration)
-        metrics.EXPIRY.set(account.uid, account.namespace, account.name, provider.type, expires_at)
+        metrics.ISSUED.labels(provider_type).inc()
+        metrics.ISSUE_SECONDS.labels(provider_type).observe(duration)
+        metrics.EXPIRY.set(account.uid, account.namespace, account.name, provider_type, expires_at)
         emit(
             "Normal",
             "Issued",
             f"{issued.account_ref.kind} {issued.account_ref.name or issued.account_ref.id} "
             f"issued; credentials in Secret {account.secret_name}; expires {timing['expiresAt']}",
         )
-        log.info("Issued %s/%s via %s in %.3fs", account.namespace, account.name, provider.type, duration)
+        log.info("Issued %s/%s via %s in %.3fs", account.namespace, account.name, provider_type, duration)
         return status
 
     def _request(self, account: AgentAccount, expires_at: datetime, existing: bool = True) -> IssueRequest:
