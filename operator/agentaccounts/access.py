@@ -3,13 +3,14 @@
 Delegation, never escalation. An AgentAccount carries only what its requester could do themselves,
 whatever the operator's own (necessarily larger) rights:
 
-1. `use` on the provider (RBAC verb `use` on the (Cluster)AccountProvider, by name), as
+1. `use` on the provider (RBAC verb `use` on the (Cluster)AccountProviderObject, by name), as
    PodSecurityPolicy and cert-manager's approver-policy did;
 2. the provider's policy: allowedNamespaces, maxLifetime, allowedScopes;
-3. never-grantable permissions, whoever asks (cluster admins too): see kubernetes_rbac.never_grantable,
-   the Secret names below, and cloudflare_guard's permission groups;
-4. Kubernetes provider: every verb x resource x name, as a SubjectAccessReview for the requester
-   (username, uid, groups, extra as recorded at admission);
+3. the provider type's own checks (`ProviderType.admit`): never-grantable permissions, whoever asks
+   (cluster admins too: providers/kubernetes/rbac.py `never_grantable`, the Secret names below,
+   providers/cloudflare/guard.py's permission groups); for the Kubernetes provider, delegation: every
+   verb x resource x name as a SubjectAccessReview for the requester (username, uid, groups, extra as
+   recorded at admission);
 5. maxActiveAccounts at admission (reconcile enforces it again under a lock: reconcile.py).
 
 The same `check` serves the validating webhook (refusal at `kubectl apply`) and reconcile (defence in
@@ -19,18 +20,16 @@ NotPermitted (or LifetimeExceeded) whose message starts with the rule's name.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from agentaccounts import ownership, policies
 from agentaccounts.errors import InvalidSpec, LifetimeExceeded, NotPermitted
 from agentaccounts.kube import Kube
-from agentaccounts.models import AgentAccount, Provider, Requester
-from agentaccounts.providers import cloudflare_guard
-from agentaccounts.providers.kubernetes_rbac import GROUP, Permission, check_never_grantable, permissions
+from agentaccounts.models import AgentAccount, ProviderObject, Requester
+from agentaccounts.providers import type_of
 from agentaccounts.settings import Settings
 
-SAR_CONCURRENCY = 16  # SubjectAccessReviews in flight per account: each is a cheap in-memory RBAC check
+GROUP = "agentaccounts.dev"
 PROVIDER_PLURAL = {"AccountProvider": "accountproviders", "ClusterAccountProvider": "clusteraccountproviders"}
 
 
@@ -39,6 +38,9 @@ def _denied(rule: str, message: str) -> NotPermitted:
 
 
 class Access:
+    """The access decision for one AgentAccount (see the module docstring); implements the provider
+    types' `Reviewer`."""
+
     def __init__(self, kube: Kube, settings: Settings) -> None:
         self.kube = kube
         self.settings = settings
@@ -48,7 +50,7 @@ class Access:
         return allowed
 
     async def check_provider_verb(
-        self, requester: Requester, provider: Provider, verb: str, namespace: str
+        self, requester: Requester, provider: ProviderObject, verb: str, namespace: str
     ) -> None:
         """RBAC verb `use` (or `approve`) on this very provider object, asked in the AgentAccount's
         namespace, as PodSecurityPolicy's `use` was: a RoleBinding there grants it for that namespace
@@ -68,7 +70,7 @@ class Access:
                 f"verb {verb!r} on {GROUP} {attributes['resource']}, resourceNames [{provider.name}])",
             )
 
-    async def check(self, account: AgentAccount, provider: Provider, requester: Requester) -> None:
+    async def check(self, account: AgentAccount, provider: ProviderObject, requester: Requester) -> None:
         """Everything but the quota; raises on the first rule that refuses."""
         await self.check_provider_verb(requester, provider, "use", account.namespace)
         policy = provider.spec.policy
@@ -83,54 +85,23 @@ class Access:
         failure = policies.check_lifetime(account, provider.spec)
         if failure:
             raise (LifetimeExceeded if failure.reason == "LifetimeExceeded" else InvalidSpec)(failure.message)
+        entry = type_of(provider.spec)
         refusal = policies.check_allowed_scopes(
-            account.spec.scopes, policy.allowed_scopes, provider.spec.type
+            account.spec.scopes, policy.allowed_scopes, entry.name, entry.rbac_delegated
         )
         if refusal:
             raise NotPermitted(refusal.message)
-        if provider.spec.type == "kubernetes":
-            await self._check_kubernetes(account, requester)
-        elif provider.spec.type == "cloudflare":
-            if any(s.resource_names for s in account.spec.scopes):
-                raise InvalidSpec("resourceNames is for the kubernetes provider; Cloudflare uses resources")
-            try:
-                cloudflare_guard.check_scopes(account.spec.scopes)
-            except NotPermitted as exc:
-                raise _denied("never-grantable", exc.message) from None
+        await entry.admit(account, requester, self)
 
-    async def _check_kubernetes(self, account: AgentAccount, requester: Requester) -> None:
-        leases = frozenset({(self.settings.leader_election_namespace, self.settings.leader_election_name)})
-        wanted = check_never_grantable(account.spec.scopes, account.namespace, leases)
-        await self.check_secret_names(account, wanted)
-        gate = asyncio.Semaphore(SAR_CONCURRENCY)
-
-        async def missing(permission: Permission) -> Permission | None:
-            async with gate:
-                ok = await self.allowed(requester, permission.attributes(account.namespace))
-            return None if ok else permission
-
-        results = await asyncio.gather(*(missing(p) for p in wanted))
-        first = next((p for p in results if p is not None), None)  # in spec order
-        if first is not None:
-            raise _denied(
-                "delegation",
-                f"{requester.username} may not {first} in namespace {account.namespace}, so no agent may "
-                "be given it on their behalf",
-            )
-
-    async def check_secret_names(self, account: AgentAccount, wanted: list[Permission] | None = None) -> None:
-        """The Secret names a Kubernetes account asks for are none of the protected ones. Reconcile
-        runs it again under its namespace lock, right before the Role exists (reconcile._issue)."""
-        wanted = wanted if wanted is not None else list(permissions(account.spec.scopes))
-        secrets = sorted(
-            {p.name for p in wanted if (p.ref.group, p.ref.resource) == ("", "secrets") and p.name}
-        )
-        if not secrets:
+    async def check_secret_names(self, namespace: str, names: list[str]) -> None:
+        """None of the Secret names an account would be granted is a protected one. Reconcile runs it
+        again under its namespace lock, right before the Role exists (reconcile._issue)."""
+        if not names:
             return
-        protected = await self.protected_secrets(account.namespace, secrets)
-        for name in secrets:
+        protected = await self.protected_secrets(namespace, names)
+        for name in names:
             if name in protected:
-                raise _denied("never-grantable", f"Secret {account.namespace}/{name}: {protected[name]}")
+                raise _denied("never-grantable", f"Secret {namespace}/{name}: {protected[name]}")
 
     async def protected_secrets(self, namespace: str, names: list[str]) -> dict[str, str]:
         """Which of `names` (Secrets in `namespace`) no agent may ever be granted, with the reason: the
@@ -159,7 +130,9 @@ class Access:
                 protected.setdefault(name, "managed by the operator")
         return {name: why for name, why in protected.items() if name in names}
 
-    async def check_quota(self, account: AgentAccount, provider: Provider, issued_only: bool) -> str | None:
+    async def check_quota(
+        self, account: AgentAccount, provider: ProviderObject, issued_only: bool
+    ) -> str | None:
         """A message when maxActiveAccounts is reached in the account's namespace, else None."""
         limit = provider.spec.policy.max_active_accounts
         if limit is None or account.spec.dry_run:

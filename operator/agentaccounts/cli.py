@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -25,18 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from agentaccounts import __version__, leader, metrics
+from agentaccounts import __version__, app, leader, metrics
 from agentaccounts.kube import Kube, KubeConfigError, LeaseStore
-from agentaccounts.providers import Deps
-from agentaccounts.reconcile import Reconciler
 from agentaccounts.settings import Settings
-from agentaccounts.stamps import Signer
 
 log = logging.getLogger("agentaccounts")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,6 +48,22 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class QuietKopf(logging.Filter):
+    """kopf logs every handler run at INFO ("Timer 'sweep_provider' succeeded", "Handler 'issue' ...");
+    those become DEBUG (shown with -v). Our own INFO lines say what happened; kopf's warnings and
+    errors pass unchanged."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("kopf") and record.levelno == logging.INFO:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.verbose
+        return True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -146,33 +154,27 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-async def build_reconciler(kube: Kube, settings: Settings) -> Reconciler:
-    """The reconciler with its dependencies and the operator's signing key (stamps.py), which is kept
-    in a Secret in the operator's namespace and made on first start."""
-    key = await kube.ensure_secret_key(
-        settings.operator_namespace, settings.signing_key_secret, "key", lambda: secrets.token_bytes(32)
-    )
-    deps = Deps(kube=kube, now=utcnow, kubeconfig_server=settings.kubeconfig_server, settings=settings)
-    return Reconciler(deps, Signer(key))
-
-
 async def _run(settings: Settings, kube: Kube) -> int:
-    from agentaccounts import handlers  # imports kopf; only `run` needs it
-
     # Every API call runs in a worker thread (kube.py). asyncio's default pool has cpu+4 threads,
     # which serialises bursts (50 accounts expiring in the same second); calls mostly wait on I/O.
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=settings.api_threads))
+    async with app.build(kube, settings) as parts:
+        metrics.serve(settings.metrics_port)
+        return await _lead_and_run(parts, kube)
 
-    handlers.configure(await build_reconciler(kube, settings), settings)
-    metrics.serve(settings.metrics_port)
+
+async def _lead_and_run(parts: app.App, kube: Kube) -> int:
+    from agentaccounts import handlers  # imports kopf; only `run` and `demo` need it
+
+    settings = parts.settings
     if not settings.leader_elect:
-        await handlers.run_operator(settings)
+        await handlers.run_operator(parts)
         return 0
     store, identity = LeaseStore(kube), settings.pod_name or f"{socket.gethostname()}-{os.getpid()}"
     where = (settings.leader_election_namespace, settings.leader_election_name)
     async with _standby_health(settings.liveness):
         await leader.acquire(store, identity, *where)
-    work = asyncio.ensure_future(handlers.run_operator(settings))
+    work = asyncio.ensure_future(handlers.run_operator(parts))
     keep = asyncio.ensure_future(leader.hold(store, identity, *where))
     try:
         done, _ = await asyncio.wait({work, keep}, return_when=asyncio.FIRST_COMPLETED)
@@ -221,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_format == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(QuietKopf(args.verbose))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("kubernetes", "urllib3", "httpx", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -7,12 +7,14 @@ Pure functions: they take the current status dict and `now` and return the merge
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
+from agentaccounts.clock import rfc3339
 
-def rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+# The other half of what a user sees: (Normal|Warning, reason, message) -> posts a Kubernetes Event.
+Emit = Callable[[str, str, str], None]
 
 
 def ready_condition(

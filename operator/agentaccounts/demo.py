@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from agentaccounts import ownership
+from agentaccounts import app, ownership
 from agentaccounts.kube import Kube, KubeApiError
 from agentaccounts.settings import Settings
 from agentaccounts.stamps import REQUESTED_BY
@@ -71,17 +71,16 @@ async def attempt(agent: Kube, what: str, namespace: str, kind: str) -> int:
 
 async def main(kube: Kube) -> int:
     from agentaccounts import handlers  # kopf, in-process for the demo
-    from agentaccounts.cli import build_reconciler
 
     settings = Settings(namespaces=[NAMESPACE], metrics_port=0)
-    handlers.configure(await build_reconciler(kube, settings), settings)
-    say(f"Starting the operator in-process, watching namespace {NAMESPACE}")
-    operator = asyncio.ensure_future(handlers.run_operator(settings))
-    try:
-        return await _walkthrough(kube)
-    finally:
-        operator.cancel()
-        await asyncio.gather(operator, return_exceptions=True)
+    async with app.build(kube, settings) as parts:
+        say(f"Starting the operator in-process, watching namespace {NAMESPACE}")
+        operator = asyncio.ensure_future(handlers.run_operator(parts))
+        try:
+            return await _walkthrough(kube)
+        finally:
+            operator.cancel()
+            await asyncio.gather(operator, return_exceptions=True)
 
 
 async def _walkthrough(kube: Kube) -> int:

@@ -4,6 +4,10 @@ kopf decides *when* (events, resumes, retries, daemons, finalizers); reconcile d
 translation between the two is here and nowhere else: our PermanentError becomes kopf.PermanentError
 (stop retrying this change), our TemporaryError becomes kopf.TemporaryError with its delay, anything
 else is left to kopf's backoff.
+
+Handlers are registered per run (`registry`), not by import-time decorators, so that what depends on
+the settings (the orphan sweep's interval, admission on or off) is registered with its real values;
+the parts they use (app.App) reach them through kopf's `memo`, not a module global.
 """
 
 from __future__ import annotations
@@ -17,25 +21,22 @@ from typing import Any
 import kopf
 
 from agentaccounts import kube as kube_module
-from agentaccounts import provider_objects, timer, webhook_tls
-from agentaccounts.admission import Admission, refusal_message
+from agentaccounts import provider_upkeep, timer, webhook_tls
+from agentaccounts.admission import refusal_message
+from agentaccounts.app import App
+from agentaccounts.conditions import Emit
 from agentaccounts.errors import AgentAccountsError, PermanentError, TemporaryError
-from agentaccounts.reconcile import Emit, Reconciler
 from agentaccounts.settings import Settings
 
 GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
 WEBHOOK_CONFIGURATION = "agentaccounts.dev"  # the Validating/MutatingWebhookConfiguration kopf manages
-STATE: dict[str, Any] = {}  # reconciler, wakeups, settings: set once by `configure` before kopf starts
+PROVIDER_PLURALS = ("accountproviders", "clusteraccountproviders")
+log = logging.getLogger(__name__)
 
 
-def configure(reconciler: Reconciler, settings: Settings) -> None:
-    STATE.update(
-        reconciler=reconciler,
-        admission=Admission(reconciler.access, reconciler.resolver, reconciler.signer, reconciler.now),
-        wakeups=timer.Wakeups(),
-        settings=settings,
-        sweeps=provider_objects.SweepSchedule(settings.orphan_sweep_seconds),
-    )
+def _app(memo: Any) -> App:
+    app: App = memo["app"]
+    return app
 
 
 class ServiceWebhookServer(kopf.WebhookServer):
@@ -104,9 +105,8 @@ def _translated() -> Iterator[None]:
         raise kopf.TemporaryError(f"{exc.reason}: {exc.message}", delay=exc.delay) from None
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    ours: Settings = STATE["settings"]
+async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    ours = _app(memo).settings
     settings.persistence.finalizer = "agentaccounts.dev/revoke"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agentaccounts.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -121,84 +121,105 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.admission.managed = WEBHOOK_CONFIGURATION
     else:  # admission off (webhook_port 0): nothing served, nothing registered
         settings.admission.server = _no_admission
+    log.info(
+        "Operator starting: watching %s; admission webhook %s; orphan sweep every %.0fs",
+        ", ".join(ours.namespaces) or "all namespaces",
+        f"on port {ours.webhook_port}" if ours.webhook_port else "off",
+        ours.orphan_sweep_seconds,
+    )
 
 
-@kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    return kopf.ConnectionInfo(**kube_module.connection_info(STATE["reconciler"].kube))
+def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    return kopf.ConnectionInfo(**kube_module.connection_info(_app(memo).deps.kube))
 
 
-@kopf.on.resume(GROUP, "agentaccounts")
-@kopf.on.create(GROUP, "agentaccounts")
-@kopf.on.update(GROUP, "agentaccounts", field="spec")
-async def issue(body: kopf.Body, uid: str, **_: Any) -> None:
+async def issue(body: kopf.Body, uid: str, memo: Any, **_: Any) -> None:
+    app = _app(memo)
     try:
         with _translated():
-            await STATE["reconciler"].ensure_issued(dict(body), _emitter(body))
+            await app.reconciler.ensure_issued(dict(body), _emitter(body))
     finally:
-        STATE["wakeups"].wake(uid)  # a new or edited expiry: the timer must look again now
+        app.wakeups.wake(uid)  # a new or edited expiry: the timer must look again now
 
 
-@kopf.on.mutate(GROUP, "agentaccounts", id="stamp", operations=["CREATE", "UPDATE"])
-def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, **kwargs: Any) -> None:
+def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
     old, operation = kwargs.get("old"), str(kwargs.get("operation"))
-    changes = STATE["admission"].mutate(operation, dict(body), dict(old) if old else None, dict(userinfo))
+    changes = _app(memo).admission.mutate(operation, dict(body), dict(old) if old else None, dict(userinfo))
     for key, value in changes.items():
         patch.metadata.setdefault("annotations", {})[key] = value
 
 
-@kopf.on.validate(GROUP, "agentaccounts", id="check", operations=["CREATE", "UPDATE"])
-async def check(body: kopf.Body, userinfo: kopf.UserInfo, **kwargs: Any) -> None:
+async def check(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
     old, operation = kwargs.get("old"), str(kwargs.get("operation"))
     try:
-        await STATE["admission"].validate(operation, dict(body), dict(old) if old else None, dict(userinfo))
+        await _app(memo).admission.validate(operation, dict(body), dict(old) if old else None, dict(userinfo))
     except AgentAccountsError as exc:
         raise kopf.AdmissionError(refusal_message(exc), code=403) from None
 
 
-@kopf.daemon(GROUP, "agentaccounts", cancellation_timeout=5.0)
 async def expiry(
-    body: kopf.Body, name: str, namespace: str | None, uid: str, stopped: kopf.DaemonStopped, **_: Any
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    stopped: kopf.DaemonStopped,
+    memo: Any,
+    **_: Any,
 ) -> None:
-    await timer.run(
-        STATE["reconciler"], namespace or "", name, uid, stopped, STATE["wakeups"], _emitter(body)
-    )
+    app = _app(memo)
+    await timer.run(app.reconciler, namespace or "", name, uid, stopped, app.wakeups, _emitter(body))
 
 
-@kopf.on.delete(GROUP, "agentaccounts")
-async def remove(body: kopf.Body, **_: Any) -> None:
+async def remove(body: kopf.Body, memo: Any, **_: Any) -> None:
     with _translated():
-        await STATE["reconciler"].revoke(dict(body), "deleted", _emitter(body))
+        await _app(memo).reconciler.revoke(dict(body), "deleted", _emitter(body))
 
 
-@kopf.on.resume(GROUP, "accountproviders")
-@kopf.on.create(GROUP, "accountproviders")
-@kopf.on.update(GROUP, "accountproviders", field="spec")
-@kopf.on.resume(GROUP, "clusteraccountproviders")
-@kopf.on.create(GROUP, "clusteraccountproviders")
-@kopf.on.update(GROUP, "clusteraccountproviders", field="spec")
-async def report_provider(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-    reconciler = STATE["reconciler"]
-    status = await provider_objects.report(reconciler.deps, body["kind"], dict(body))
-    await reconciler.kube.patch_status(body["kind"], namespace or "", name, status)
+async def report_provider(body: kopf.Body, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    deps = _app(memo).deps
+    status = await provider_upkeep.report(deps, body["kind"], dict(body))
+    await deps.kube.patch_status(body["kind"], namespace or "", name, status)
 
 
-# kopf fixes timer intervals at import time, before settings exist: the timer ticks often and
-# provider_objects.SweepSchedule decides when a sweep is due (settings.orphan_sweep_seconds).
-SWEEP_TICK = 2.0
+async def sweep_provider(body: kopf.Body, memo: Any, **_: Any) -> None:
+    with _translated():
+        await provider_upkeep.sweep(_app(memo).deps, body["kind"], dict(body), _emitter(body))
 
 
-@kopf.timer(GROUP, "accountproviders", interval=SWEEP_TICK)
-@kopf.timer(GROUP, "clusteraccountproviders", interval=SWEEP_TICK)
-async def sweep_provider(body: kopf.Body, uid: str, **_: Any) -> None:
-    if STATE["sweeps"].due(uid):
-        with _translated():
-            await provider_objects.sweep(STATE["reconciler"].deps, body["kind"], dict(body), _emitter(body))
+def registry(settings: Settings) -> kopf.OperatorRegistry:
+    """Every handler, registered with this run's settings."""
+    reg = kopf.OperatorRegistry()
+    kopf.on.startup(registry=reg)(startup)
+    kopf.on.login(registry=reg)(login)
+    accounts = (GROUP, "agentaccounts")
+    kopf.on.resume(*accounts, registry=reg)(issue)
+    kopf.on.create(*accounts, registry=reg)(issue)
+    kopf.on.update(*accounts, field="spec", registry=reg)(issue)
+    kopf.on.delete(*accounts, registry=reg)(remove)
+    kopf.daemon(*accounts, cancellation_timeout=5.0, registry=reg)(expiry)
+    kopf.on.mutate(*accounts, id="stamp", operations=["CREATE", "UPDATE"], registry=reg)(stamp)
+    kopf.on.validate(*accounts, id="check", operations=["CREATE", "UPDATE"], registry=reg)(check)
+    for plural in PROVIDER_PLURALS:
+        kopf.on.resume(GROUP, plural, registry=reg)(report_provider)
+        kopf.on.create(GROUP, plural, registry=reg)(report_provider)
+        kopf.on.update(GROUP, plural, field="spec", registry=reg)(report_provider)
+        # The first sweep comes one period after start: accounts being issued right now are spared.
+        kopf.timer(
+            GROUP,
+            plural,
+            interval=settings.orphan_sweep_seconds,
+            initial_delay=settings.orphan_sweep_seconds,
+            registry=reg,
+        )(sweep_provider)
+    return reg
 
 
-async def run_operator(settings: Settings) -> None:
+async def run_operator(app: App) -> None:
     """Run the embedded kopf operator until cancelled."""
+    settings = app.settings
     await kopf.operator(
+        registry=registry(settings),
+        memo=kopf.Memo(app=app),
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         liveness_endpoint=settings.liveness,

@@ -30,9 +30,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from agentaccounts.clock import Clock, utcnow
+
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 Sleeper = Callable[[float], Awaitable[None]]
 
 
@@ -61,10 +62,6 @@ class LeaseStore(Protocol):
     async def create(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
     async def replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def format_micro_time(value: datetime) -> str:

@@ -56,16 +56,18 @@ def _to_duration(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_to_duration), PlainSerializer(format_duration)]
 
 
-class _Model(BaseModel):
+class SpecModel(BaseModel):
+    """Frozen, camelCase aliases, unknown fields ignored: the base of every typed spec block."""
+
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
 
 
-class ProviderRef(_Model):
+class ProviderRef(SpecModel):
     kind: Literal["AccountProvider", "ClusterAccountProvider"] = "AccountProvider"
     name: str = Field(min_length=1)
 
 
-class Scope(_Model):
+class Scope(SpecModel):
     """Permissions granted on resources; the grammar of both is the provider's (see the CRD docs).
 
     `resource_names` (Kubernetes only) narrows every resource of the scope to those object names, as
@@ -79,7 +81,7 @@ class Scope(_Model):
     )
 
 
-class AgentAccountSpec(_Model):
+class AgentAccountSpec(SpecModel):
     provider_ref: ProviderRef = Field(alias="providerRef")
     lifetime: Duration | None = None
     scopes: list[Scope] = Field(min_length=1)
@@ -88,7 +90,7 @@ class AgentAccountSpec(_Model):
     dry_run: bool = Field(default=False, alias="dryRun")
 
 
-class AccountRef(_Model):
+class AccountRef(SpecModel):
     """The provider-side identity. Never a secret: it is written to status."""
 
     kind: str
@@ -100,7 +102,7 @@ class AccountRef(_Model):
 Phase = Literal["Pending", "Ready", "Expired", "Failed", "DryRun"]
 
 
-class AgentAccountStatus(_Model):
+class AgentAccountStatus(SpecModel):
     phase: Phase | None = None
     provider: str | None = None
     issued_at: datetime | None = Field(default=None, alias="issuedAt")
@@ -111,7 +113,7 @@ class AgentAccountStatus(_Model):
     observed_generation: int | None = Field(default=None, alias="observedGeneration")
 
 
-class Requester(_Model):
+class Requester(SpecModel):
     """Who asked for an AgentAccount, exactly as the API server authenticated them at admission.
 
     Every permission an account carries is checked against this identity (SubjectAccessReview), so
@@ -123,7 +125,7 @@ class Requester(_Model):
     extra: dict[str, list[str]] = Field(default_factory=dict)
 
 
-class AgentAccount(_Model):
+class AgentAccount(SpecModel):
     """An AgentAccount as the reconciler sees it: identity, spec and status."""
 
     namespace: str
@@ -162,24 +164,13 @@ class AgentAccount(_Model):
         )
 
 
-class KubernetesBlock(_Model):
-    server: str | None = None
-
-
-class SecretKeyRef(_Model):
+class SecretKeyRef(SpecModel):
     namespace: str | None = None
     name: str
     key: str = "token"
 
 
-class CloudflareBlock(_Model):
-    account_id: str | None = Field(default=None, alias="accountId")
-    mode: Literal["token", "temporaryAccount"] = "token"
-    api_token_secret_ref: SecretKeyRef | None = Field(default=None, alias="apiTokenSecretRef")
-    api_base_url: str = Field(default="https://api.cloudflare.com/client/v4", alias="apiBaseURL")
-
-
-class ScopePattern(_Model):
+class ScopePattern(SpecModel):
     """One entry of a provider's allowedScopes: shell-style patterns (fnmatch) for permissions and
     resources. An account's scope is allowed when every (permission, resource) pair it asks for
     matches one entry."""
@@ -188,12 +179,12 @@ class ScopePattern(_Model):
     resources: list[str] = Field(default_factory=lambda: ["*"])
 
 
-class LabelSelector(_Model):
+class LabelSelector(SpecModel):
     match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
     match_expressions: list[dict[str, Any]] = Field(default_factory=list, alias="matchExpressions")
 
 
-class ProviderPolicy(_Model):
+class ProviderPolicy(SpecModel):
     """What a provider will issue, whoever asks: the platform team's limits on top of RBAC."""
 
     max_lifetime: Duration = Field(default=timedelta(hours=24), alias="maxLifetime")
@@ -204,22 +195,36 @@ class ProviderPolicy(_Model):
     require_approval: bool = Field(default=False, alias="requireApproval")
 
 
-class ProviderSpec(_Model):
-    """AccountProvider / ClusterAccountProvider spec: exactly one provider block plus its policy."""
+class ProviderSpecBase(SpecModel):
+    """A (Cluster)AccountProvider spec: its policy plus exactly one provider block.
+
+    The blocks themselves are declared by the provider table (`agentaccounts.providers.ProviderSpec`
+    adds one optional field per provider type), so this module never names a provider: the
+    exactly-one rule, `type` and `block` are derived from whichever block fields the concrete model has.
+    """
 
     policy: ProviderPolicy = ProviderPolicy()
-    kubernetes: KubernetesBlock | None = None
-    cloudflare: CloudflareBlock | None = None
+
+    @classmethod
+    def block_names(cls) -> list[str]:
+        return [name for name in cls.model_fields if name != "policy"]
 
     @model_validator(mode="after")
-    def _exactly_one_block(self) -> ProviderSpec:
-        if (self.kubernetes is None) == (self.cloudflare is None):
-            raise ValueError("exactly one provider block must be set (kubernetes or cloudflare)")
+    def _exactly_one_block(self) -> ProviderSpecBase:
+        names = self.block_names()
+        if sum(getattr(self, name) is not None for name in names) != 1:
+            raise ValueError(f"exactly one provider block must be set ({' or '.join(names)})")
         return self
 
     @property
     def type(self) -> str:
-        return "kubernetes" if self.kubernetes is not None else "cloudflare"
+        """The provider type: the name of the block that is set (also status.type and Provider.type)."""
+        return next(name for name in self.block_names() if getattr(self, name) is not None)
+
+    @property
+    def block(self) -> SpecModel:
+        block: SpecModel = getattr(self, self.type)
+        return block
 
     @property
     def max_lifetime(self) -> timedelta:
@@ -230,10 +235,10 @@ class ProviderSpec(_Model):
         return self.policy.default_lifetime
 
 
-class Provider(_Model):
-    """A resolved provider object: where it lives (namespace "" for cluster-scoped) and its spec."""
+class ProviderObject(SpecModel):
+    """A resolved (Cluster)AccountProvider: where it lives (namespace "" for cluster-scoped), its spec."""
 
     kind: str
     namespace: str = ""
     name: str
-    spec: ProviderSpec
+    spec: ProviderSpecBase

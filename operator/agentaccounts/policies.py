@@ -15,7 +15,7 @@ from typing import Any, Literal
 from agentaccounts.models import (
     AgentAccount,
     LabelSelector,
-    ProviderSpec,
+    ProviderSpecBase,
     Scope,
     ScopePattern,
     format_duration,
@@ -32,11 +32,11 @@ class Decision:
     at: datetime | None = None  # for "wait": when to look again
 
 
-def lifetime_of(account: AgentAccount, provider: ProviderSpec) -> timedelta:
+def lifetime_of(account: AgentAccount, provider: ProviderSpecBase) -> timedelta:
     return account.spec.lifetime if account.spec.lifetime is not None else provider.default_lifetime
 
 
-def check_lifetime(account: AgentAccount, provider: ProviderSpec) -> Decision | None:
+def check_lifetime(account: AgentAccount, provider: ProviderSpecBase) -> Decision | None:
     """A lifetime over the provider's maxLifetime fails the account; zero lifetime too."""
     lifetime = lifetime_of(account, provider)
     if lifetime <= timedelta(0):
@@ -51,7 +51,7 @@ def check_lifetime(account: AgentAccount, provider: ProviderSpec) -> Decision | 
     return None
 
 
-def expiry(account: AgentAccount, provider: ProviderSpec, now: datetime) -> tuple[datetime, datetime]:
+def expiry(account: AgentAccount, provider: ProviderSpecBase, now: datetime) -> tuple[datetime, datetime]:
     """(issuedAt, expiresAt). The lifetime counts from the first issue, which status remembers, so a
     restart or a re-issue never extends an identity; a lifetime edit moves expiresAt from issuedAt."""
     issued_at = account.status.issued_at or now
@@ -119,13 +119,13 @@ def scope_pairs(scopes: list[Scope]) -> list[tuple[str, str]]:
 
 
 def check_allowed_scopes(
-    scopes: list[Scope], allowed: list[ScopePattern] | None, provider_type: str
+    scopes: list[Scope], allowed: list[ScopePattern] | None, provider_type: str, rbac_delegated: bool
 ) -> Decision | None:
-    """A refusal when a pair matches no allowedScopes entry. No allowedScopes: a kubernetes provider
-    leaves the limit to RBAC delegation; every other provider type refuses, because its permissions
-    are invisible to Kubernetes RBAC."""
+    """A refusal when a pair matches no allowedScopes entry. No allowedScopes: a provider whose every
+    permission is delegated through RBAC (kubernetes) leaves the limit to that; every other provider
+    type refuses, because its permissions are invisible to Kubernetes RBAC."""
     if allowed is None:
-        if provider_type == "kubernetes":
+        if rbac_delegated:
             return None
         return Decision(
             "fail",

@@ -11,50 +11,40 @@ maps them to kopf's retry semantics.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pydantic
 
-from agentaccounts import conditions, metrics, ownership, policies
+from agentaccounts import conditions, metrics, policies
 from agentaccounts.access import Access
+from agentaccounts.clock import rfc3339
+from agentaccounts.conditions import Emit
+from agentaccounts.credential_secrets import CredentialSecrets
 from agentaccounts.errors import (
     AgentAccountsError,
     AwaitingApproval,
     Denied,
     InvalidSpec,
     PermanentError,
-    ProviderNotFound,
-    ProviderUnavailable,
     QuotaExceeded,
-    SecretConflict,
 )
-from agentaccounts.kube import AlreadyExists, Kube
-from agentaccounts.models import (
-    AccountRef,
-    AgentAccount,
-    KubernetesBlock,
-    Provider,
-    ProviderSpec,
-    format_duration,
-)
-from agentaccounts.providers import Deps, provider_for
-from agentaccounts.providers.base import Issued, IssueRequest
-from agentaccounts.providers.kubernetes_rbac import GRANTS_SECRETS_LABEL, secret_names
+from agentaccounts.kube import Kube
+from agentaccounts.models import AccountRef, AgentAccount, ProviderObject, format_duration
+from agentaccounts.providers import provider_for, type_of
+from agentaccounts.providers.base import Deps, Issued, IssueRequest, Provider
 from agentaccounts.providers.resolve import ProviderResolver
-from agentaccounts.settings import Settings
+from agentaccounts.revoke import Revoker, Why
 from agentaccounts.stamps import Signer
 
+__all__ = ["Emit", "Reconciler", "parse"]
 log = logging.getLogger(__name__)
 LOCK_STRIPES = 64  # per-namespace critical sections (quota, Secret-name grants); bounded memory
 APPROVAL_RETRY_SECONDS = 5.0
-Emit = Callable[[str, str, str], None]  # (Normal|Warning, reason, message) -> posts a Kubernetes Event
 
 
 def parse(body: dict[str, Any]) -> AgentAccount:
@@ -65,25 +55,23 @@ def parse(body: dict[str, Any]) -> AgentAccount:
         raise InvalidSpec(f"invalid spec: {problems}") from None
 
 
-def _names_secrets(account: AgentAccount) -> bool:
-    return any(
-        s.resource_names and any(r.split("/")[0].split(".")[0] == "secrets" for r in s.resources)
-        for s in account.spec.scopes
-    )
-
-
 class Reconciler:
-    """Issues, revokes and records AgentAccounts. `signer` verifies the requester stamps admission
-    wrote (stamps.py); `access` re-runs admission's checks right before anything is issued."""
+    """What the handlers call: issue (or adopt, or update) an AgentAccount's identity, revoke it,
+    delete its record, and record every outcome in status and Events.
+
+    Issuing is here; revoking is `revoke.Revoker`; the credentials Secret is `CredentialSecrets`;
+    provider lookup is `ProviderResolver`. `signer` verifies the requester stamps admission wrote
+    (stamps.py); `access` re-runs admission's checks right before anything is issued."""
 
     def __init__(self, deps: Deps, signer: Signer) -> None:
         self.deps = deps
         self.kube: Kube = deps.kube
         self.now = deps.now
         self.signer = signer
-        settings = deps.settings if isinstance(deps.settings, Settings) else Settings()
-        self.resolver = ProviderResolver(deps.kube, settings.provider_retry_seconds)
-        self.access = Access(deps.kube, settings)
+        self.resolver = ProviderResolver(deps.kube, deps.settings.provider_retry_seconds)
+        self.access = Access(deps.kube, deps.settings)
+        self.secrets = CredentialSecrets(deps.kube)
+        self.revoker = Revoker(deps, self.resolver, self.secrets)
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     def _lock(self, namespace: str) -> asyncio.Lock:
@@ -119,7 +107,7 @@ class Reconciler:
     async def _issue(
         self, account: AgentAccount, raw_spec: dict[str, Any], current: dict[str, Any], emit: Emit
     ) -> dict[str, Any]:
-        provider_obj = await self.resolve_provider(account)
+        provider_obj = await self.resolver.resolve(account)
         # Defence in depth: admission ran these checks already, but nothing is issued on its word.
         requester = self.signer.verified_requester(
             account.namespace, raw_spec, account.annotations, account.created_at
@@ -136,8 +124,8 @@ class Reconciler:
         started = time.monotonic()
         timing = {
             "provider": provider.type,
-            "issuedAt": conditions.rfc3339(issued_at),
-            "expiresAt": conditions.rfc3339(expires_at),
+            "issuedAt": rfc3339(issued_at),
+            "expiresAt": rfc3339(expires_at),
             "secretName": account.secret_name,
             **who,
             "approval": approval,
@@ -148,13 +136,13 @@ class Reconciler:
         # for Secrets by name (or counts against a quota) holds it from that check through its own
         # Secret write; every other account holds it around its Secret write alone, where it checks
         # that no other agent's Role grants that Secret's name.
-        names_secrets = provider.type == "kubernetes" and _names_secrets(account)
-        exclusive = provider_obj.spec.policy.max_active_accounts is not None or names_secrets
+        granted_secrets = type_of(provider_obj.spec).granted_secrets(account.spec.scopes)
+        exclusive = provider_obj.spec.policy.max_active_accounts is not None or bool(granted_secrets)
         async with contextlib.AsyncExitStack() as held:
             if exclusive:
                 await held.enter_async_context(self._lock(account.namespace))
-            if names_secrets:
-                await self.access.check_secret_names(account)
+            if granted_secrets:
+                await self.access.check_secret_names(account.namespace, granted_secrets)
             if provider_obj.spec.policy.max_active_accounts is not None and current.get("phase") != "Ready":
                 refusal = await self.access.check_quota(account, provider_obj, issued_only=True)
                 if refusal:
@@ -162,14 +150,14 @@ class Reconciler:
             issued = await self._create_identity(account, provider_obj, provider, request, timing, current)
             if not exclusive:
                 await held.enter_async_context(self._lock(account.namespace))
-            await self._check_secret_not_granted(account)
-            await self._write_secret(account, issued, expires_at)
+            await self.secrets.check_not_granted(account)
+            await self.secrets.write(account, issued, expires_at)
         return await self._record_issued(
             account, provider.type, issued, expires_at, timing, current, started, emit
         )
 
     def _approval(
-        self, account: AgentAccount, raw_spec: dict[str, Any], provider: Provider
+        self, account: AgentAccount, raw_spec: dict[str, Any], provider: ProviderObject
     ) -> dict[str, str] | None:
         if not provider.spec.policy.require_approval or account.spec.dry_run:
             return None
@@ -187,8 +175,8 @@ class Reconciler:
     async def _dry_run(
         self,
         account: AgentAccount,
-        provider_obj: Provider,
-        provider: Any,
+        provider_obj: ProviderObject,
+        provider: Provider,
         request: IssueRequest,
         current: dict[str, Any],
         who: dict[str, Any],
@@ -219,14 +207,14 @@ class Reconciler:
     async def _create_identity(
         self,
         account: AgentAccount,
-        provider_obj: Provider,
-        provider: Any,
+        provider_obj: ProviderObject,
+        provider: Provider,
         request: IssueRequest,
         timing: dict[str, Any],
         current: dict[str, Any],
     ) -> Issued:
         """Record the timing (before anything exists), then create or adopt the provider-side identity."""
-        await self._check_secret(account)
+        await self.secrets.check(account)
         pending = (
             {}
             if current.get("phase") == "Ready"
@@ -307,123 +295,21 @@ class Reconciler:
             existing=account.status.account_ref if existing else None,
         )
 
-    async def resolve_provider(self, account: AgentAccount) -> Provider:
-        return await self.resolver.resolve(account)
-
-    async def _check_secret_not_granted(self, account: AgentAccount) -> None:
-        """No other agent's Role may grant this account's Secret by name (its Role was checked when it
-        was issued, but this Secret's name may be new). Roles that grant Secret names carry a label,
-        so this is one small list, not a scan of every Role."""
-        roles = await self.kube.list_objects("Role", account.namespace, f"{GRANTS_SECRETS_LABEL}=true")
-        for role in roles:
-            if ownership.owned_by(role, account.uid):
-                continue
-            if account.secret_name in secret_names(role.get("rules") or []):
-                raise SecretConflict(
-                    f"Secret name {account.secret_name!r} is granted to another agent by Role "
-                    f"{account.namespace}/{role['metadata']['name']}; set spec.secretName to another name"
-                )
-
-    async def _check_secret(self, account: AgentAccount) -> dict[str, Any] | None:
-        secret = await self.kube.get("Secret", account.namespace, account.secret_name)
-        if secret is not None and not ownership.owned_by(secret, account.uid):
-            raise SecretConflict(
-                f"Secret {account.namespace}/{account.secret_name} already exists and is not "
-                "managed by this AgentAccount; it was left untouched. Delete it or set spec.secretName"
+    def remember(self, account: AgentAccount) -> None:
+        """Status is the memory: a live account seen after a restart gets its expiry metrics back."""
+        status = account.status
+        if status.phase == "Ready" and status.expires_at is not None:
+            metrics.EXPIRY.set(
+                account.uid, account.namespace, account.name, status.provider or "", status.expires_at
             )
-        return secret
-
-    async def _write_secret(self, account: AgentAccount, issued: Issued, expires_at: datetime) -> None:
-        meta = ownership.metadata(account.secret_name, account.namespace, account.name, account.uid)
-        meta["annotations"] = {"agentaccounts.dev/expires-at": conditions.rfc3339(expires_at)}
-        body: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta}
-        if issued.secret_data is not None:
-            body["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in issued.secret_data.items()}
-            try:  # the common case, a new account: one call
-                await self.kube.create("Secret", account.namespace, body)
-                return
-            except AlreadyExists:
-                pass
-        existing = await self._check_secret(account)  # refuses a foreign Secret, untouched
-        if existing is None:
-            raise ProviderUnavailable(f"Secret {account.namespace}/{account.secret_name} vanished; retrying")
-        if issued.secret_data is None:
-            body["data"] = existing.get("data") or {}
-        meta["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        await self.kube.replace("Secret", account.namespace, body)
 
     # -- expire / remove ------------------------------------------------------------------------
-    async def revoke(self, body: dict[str, Any], why: str, emit: Emit) -> dict[str, Any] | None:
-        """Revoke everything (why = "expired" | "deleted"). Returns the status written on expiry."""
-        account = parse(body)
-        status = account.status
-        if status.phase == "Expired" and why == "deleted":
-            return None  # already revoked at expiry
-        provider_type = status.provider or "kubernetes"
-        provider_obj = await self._provider_for_revoke(account, provider_type)
-        if provider_obj is not None:
-            try:
-                provider = await provider_for(provider_obj, self.deps)
-            except (ProviderNotFound, InvalidSpec) as exc:
-                # E.g. the Cloudflare parent-token Secret is gone: the provider-side identity cannot
-                # be revoked by us (it still dies at its own expiry), but the Secret and the record
-                # must not wait forever for it.
-                emit("Warning", "RevokeIncomplete", f"provider-side identity not revoked: {exc.message}")
-                log.warning("%s/%s: %s", account.namespace, account.name, exc.message)
-            else:
-                expires_at = status.expires_at or self.now()
-                await provider.revoke(self._request(account, expires_at), status.account_ref)
-        # Only Secrets carrying this account's UID label: a foreign Secret is never touched.
-        await self.kube.delete_labelled("Secret", account.namespace, ownership.selector(account.uid))
-        now = self.now()
-        metrics.EXPIRY.discard(account.uid)
-        if status.phase in ("Ready", "Pending") or status.account_ref:
-            metrics.REVOKED.labels(provider_type, why).inc()
-        if why == "deleted":
-            emit("Normal", "Revoked", "AgentAccount deleted: identity revoked and Secret deleted")
-            log.info("Revoked %s/%s (deleted)", account.namespace, account.name)
-            return None
-        lag = (now - status.expires_at).total_seconds() if status.expires_at else 0.0
-        metrics.REVOCATION_LAG.labels(provider_type).observe(max(lag, 0.0))
-        provider_note = (body.get("status") or {}).get("providerNote")
-        note = f". {provider_note}" if provider_note else ""
-        expired = conditions.rfc3339(status.expires_at or now)
-        message = f"expired at {expired}; identity revoked, Secret deleted{note}"
-        patch = conditions.phase_patch(
-            dict(body.get("status") or {}),
-            "Expired",
-            False,
-            "Expired",
-            message,
-            account.generation,
-            now,
-            revokedAt=conditions.rfc3339(now),
-        )
-        await self.patch(account, patch)
-        emit("Normal", "Expired", message)
-        log.info("Expired %s/%s, revoked %.3fs after expiresAt", account.namespace, account.name, lag)
-        return patch
-
-    async def _provider_for_revoke(self, account: AgentAccount, provider_type: str) -> Provider | None:
-        try:
-            return await self.resolve_provider(account)
-        except (ProviderNotFound, InvalidSpec):
-            if provider_type == "kubernetes":  # needs nothing from the provider object to clean up
-                spec = ProviderSpec(kubernetes=KubernetesBlock())
-                return Provider(kind="ClusterAccountProvider", name="(deleted)", spec=spec)
-            log.warning(
-                "Provider of %s/%s is gone; its %s identity cannot be revoked by the operator and "
-                "relies on the provider's own expiry",
-                account.namespace,
-                account.name,
-                provider_type,
-            )
-            return None
+    async def revoke(self, body: dict[str, Any], why: Why, emit: Emit) -> dict[str, Any] | None:
+        """Revoke everything; returns the status patch written on expiry (see revoke.Revoker)."""
+        return await self.revoker.revoke(parse(body), dict(body.get("status") or {}), why, emit)
 
     async def delete_record(self, body: dict[str, Any], emit: Emit) -> None:
-        meta = body["metadata"]
-        emit("Normal", "Deleted", "audit record kept for keepExpiredFor; deleting the AgentAccount")
-        await self.kube.delete_account(meta["namespace"], meta["name"], meta["uid"])
+        await self.revoker.delete_record(parse(body), emit)
 
     # -- status ---------------------------------------------------------------------------------
     async def patch(self, account: AgentAccount, status: dict[str, Any]) -> None:

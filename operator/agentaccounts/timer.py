@@ -7,7 +7,8 @@ API server rather than trusting a cached body, because the status it must act on
 written a millisecond earlier by a handler. A 5-minute cap on every sleep is a safety net only.
 
 On operator start every account gets its timer at once, so identities whose `expiresAt` passed while
-the operator was down are revoked immediately.
+the operator was down are revoked immediately, and the expiry metrics of every live account are
+rebuilt from its status (status is the memory; nothing is kept only in the process).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agentaccounts import policies
+from agentaccounts.conditions import Emit
 from agentaccounts.errors import AgentAccountsError, TemporaryError
-from agentaccounts.reconcile import Emit, Reconciler, parse
+from agentaccounts.reconcile import Reconciler, parse
 
 log = logging.getLogger(__name__)
 MAX_SLEEP = 300.0
@@ -79,6 +81,8 @@ async def run(
     wakeups: Wakeups,
     emit: Emit,
 ) -> None:
+    """One account's timer, until it is stopped, deleted or its record is removed. Never raises on a
+    failed step: it logs, backs off and tries again (an error must not end revocation)."""
     wake = wakeups.event(uid)
     body: dict[str, Any] | None = None
     try:
@@ -94,7 +98,9 @@ async def run(
                     return  # the finalizer revokes
             current, body = body, None
             try:
-                decision = policies.on_timer(parse(current), reconciler.now())
+                account = parse(current)
+                reconciler.remember(account)
+                decision = policies.on_timer(account, reconciler.now())
                 if decision.action == "revoke":
                     await reconciler.revoke(current, "expired", emit)
                 elif decision.action == "delete":

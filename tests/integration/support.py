@@ -74,10 +74,15 @@ class OperatorProcess:
                     **(env or {}),
                 },
             )
-        wait_for(self._healthy, 30, "the operator's liveness endpoint")
-        if (env or {}).get("AGENTACCOUNTS_WEBHOOK_PORT") != "0":
-            probe = namespaces[0] if namespaces else "default"
-            wait_for(lambda: admission_ready(kubeconfig, probe), 30, "the operator's admission webhook")
+        try:
+            wait_for(self._healthy, 30, "the operator's liveness endpoint")
+            if (env or {}).get("AGENTACCOUNTS_WEBHOOK_PORT") != "0":
+                probe = namespaces[0] if namespaces else "default"
+                wait_for(lambda: admission_ready(kubeconfig, probe), 60, "the operator's admission webhook")
+        except AssertionError as exc:
+            # Never leak a half-started operator into later tests; say what it printed.
+            self.stop()
+            raise AssertionError(f"{exc}\n--- operator log ---\n{self.output()[-6000:]}") from None
 
     def _healthy(self) -> bool:
         assert self.proc.poll() is None, f"operator exited early:\n{self.output()}"
@@ -122,11 +127,11 @@ def admission_ready(kubeconfig: Path, namespace: str) -> bool:
         },
     }
     try:
+        # An ApiException (e.g. a stale registration pointing at an operator that is gone, failurePolicy
+        # Fail) propagates to wait_for, which keeps polling and reports the last one if time runs out.
         created = custom(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, "agentaccounts", body, dry_run="All"
         )
-    except ApiException:
-        return False  # e.g. a stale registration from an operator that is gone (failurePolicy Fail)
     finally:
         api.close()
     return REQUESTED_BY in (created.get("metadata", {}).get("annotations") or {})

@@ -11,12 +11,13 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
 from agentaccounts.kube import Kube
 from agentaccounts.models import Requester
-from agentaccounts.providers import Deps
+from agentaccounts.providers.base import Deps
 from agentaccounts.reconcile import Reconciler
 from agentaccounts.settings import Settings
 from agentaccounts.stamps import Signer
@@ -96,7 +97,7 @@ async def test_crash_after_any_write_then_restart_leaves_exactly_one_of_everythi
     crashing = CrashingKube(cluster.api_client(), crash_after)
     try:
         with pytest.raises(Crash):
-            await Reconciler(Deps(kube=crashing, now=_now), signer).ensure_issued(body, _noop)
+            await _reconciler(crashing, signer).ensure_issued(body, _noop)
     except pytest.fail.Exception:
         # No crash: the issue path has fewer writes than `crash_after`; nothing to prove for this N.
         assert crashing.writes <= crash_after
@@ -107,7 +108,7 @@ async def test_crash_after_any_write_then_restart_leaves_exactly_one_of_everythi
     try:
         fresh = get_account(api, namespace, name)
         assert fresh is not None
-        await Reconciler(Deps(kube=restarted, now=_now), signer).ensure_issued(fresh, _noop)
+        await _reconciler(restarted, signer).ensure_issued(fresh, _noop)
     finally:
         restarted.close()
 
@@ -123,3 +124,8 @@ async def test_crash_after_any_write_then_restart_leaves_exactly_one_of_everythi
     assert secret_data(api, namespace, "crashy-credentials")["token"]
     if fresh.get("status", {}).get("expiresAt"):  # a restart never extends the lifetime
         assert final["status"]["expiresAt"] == fresh["status"]["expiresAt"]
+
+
+def _reconciler(kube: Kube, signer: Signer) -> Reconciler:
+    # The Kubernetes provider sends no HTTP request of its own: an unused client suffices.
+    return Reconciler(Deps(kube=kube, settings=Settings(), http=httpx.AsyncClient(), now=_now), signer)

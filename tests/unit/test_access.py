@@ -12,8 +12,9 @@ import pytest
 
 from agentaccounts.access import Access, secret_refs
 from agentaccounts.errors import InvalidSpec, LifetimeExceeded, NotPermitted
-from agentaccounts.models import AgentAccount, Provider, ProviderSpec, Requester
+from agentaccounts.models import AgentAccount, ProviderObject, Requester
 from agentaccounts.ownership import MANAGED_BY
+from agentaccounts.providers import ProviderSpec
 from agentaccounts.settings import Settings
 from unit.fakes import ALL, FakeKube, Grant
 
@@ -58,14 +59,14 @@ def provider(
     namespace: str = NS,
     cloudflare: bool = False,
     **policy: Any,
-) -> Provider:
+) -> ProviderObject:
     block: dict[str, Any] = (
         {"cloudflare": {"accountId": CF_ACCOUNT, "apiTokenSecretRef": {"name": "cf"}}}
         if cloudflare
         else {"kubernetes": {}}
     )
     spec = ProviderSpec.model_validate({**block, "policy": policy})
-    return Provider(
+    return ProviderObject(
         kind=kind, namespace="" if kind == "ClusterAccountProvider" else namespace, name=name, spec=spec
     )
 

@@ -54,7 +54,9 @@ def kube() -> FakeKube:
 
 @pytest.fixture
 def admission(kube: FakeKube, signer: Signer) -> Admission:
-    return Admission(Access(kube, SETTINGS), ProviderResolver(kube), signer, lambda: NOW)  # type: ignore[arg-type]
+    return Admission(
+        Access(kube, SETTINGS), ProviderResolver(kube, SETTINGS.provider_retry_seconds), signer, lambda: NOW
+    )  # type: ignore[arg-type]
 
 
 def body(

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from agentaccounts.conditions import current_reason, phase_patch, ready_condition, rfc3339
+from agentaccounts.clock import rfc3339
+from agentaccounts.conditions import current_reason, phase_patch, ready_condition
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)

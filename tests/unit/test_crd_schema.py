@@ -29,11 +29,11 @@ from agentaccounts.models import (
     Phase,
     ProviderPolicy,
     ProviderRef,
-    ProviderSpec,
     Scope,
     ScopePattern,
     parse_duration,
 )
+from agentaccounts.providers import ProviderSpec
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = {

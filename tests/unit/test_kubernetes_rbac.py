@@ -18,7 +18,7 @@ import yaml
 
 from agentaccounts.errors import InvalidSpec, NotPermitted, UnknownResource
 from agentaccounts.models import Scope
-from agentaccounts.providers.kubernetes_rbac import (
+from agentaccounts.providers.kubernetes.rbac import (
     GROUP,
     MAX_CHECKS,
     MAX_NAME,

@@ -13,13 +13,13 @@ import pytest
 from agentaccounts.models import (
     AccountRef,
     AgentAccount,
-    KubernetesBlock,
-    Provider,
+    ProviderObject,
     ProviderPolicy,
-    ProviderSpec,
     Requester,
     Scope,
 )
+from agentaccounts.providers import ProviderSpec
+from agentaccounts.providers.kubernetes.spec import KubernetesBlock
 
 UID = "5c1b2f3e-9a8d-4c7b-b6a5-0f1e2d3c4b5a"
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -438,7 +438,7 @@ def test_an_empty_allowed_scopes_list_allows_nothing_rather_than_meaning_absent(
 
 
 def test_resolved_provider_defaults_to_cluster_scope() -> None:
-    provider = Provider(
+    provider = ProviderObject(
         kind="ClusterAccountProvider", name="in-cluster", spec=ProviderSpec(kubernetes=KubernetesBlock())
     )
     assert provider.namespace == ""

@@ -9,8 +9,9 @@ import pydantic
 import pytest
 
 from agentaccounts import policies
-from agentaccounts.models import AgentAccount, LabelSelector, ProviderSpec, Scope, ScopePattern
+from agentaccounts.models import AgentAccount, LabelSelector, ProviderSpecBase, Scope, ScopePattern
 from agentaccounts.policies import Decision
+from agentaccounts.providers import ProviderSpec
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 MIN, HOUR = timedelta(minutes=1), timedelta(hours=1)
@@ -53,7 +54,7 @@ def account(
     )
 
 
-def provider(max_lifetime: str = "24h", default_lifetime: str = "1h") -> ProviderSpec:
+def provider(max_lifetime: str = "24h", default_lifetime: str = "1h") -> ProviderSpecBase:
     return ProviderSpec.model_validate(
         {"kubernetes": {}, "policy": {"maxLifetime": max_lifetime, "defaultLifetime": default_lifetime}}
     )
@@ -416,13 +417,13 @@ def test_scope_pairs_ignore_resource_names() -> None:
 
 def test_no_allowed_scopes_on_a_kubernetes_provider_leaves_it_to_rbac() -> None:
     asked = scopes((["delete", "create"], ["deployments.apps", "pods"]))
-    assert policies.check_allowed_scopes(asked, None, "kubernetes") is None
+    assert policies.check_allowed_scopes(asked, None, "kubernetes", True) is None
 
 
 @pytest.mark.parametrize("provider_type", ["cloudflare", "someday-another"])
 def test_no_allowed_scopes_on_any_other_provider_issues_nothing(provider_type: str) -> None:
     decision = policies.check_allowed_scopes(
-        scopes((["Workers Scripts Read"], ["account"])), None, provider_type
+        scopes((["Workers Scripts Read"], ["account"])), None, provider_type, False
     )
     assert decision is not None
     assert (decision.action, decision.reason) == ("fail", "NotPermitted")
@@ -450,8 +451,8 @@ ALLOWED = patterns(
     ],
 )
 def test_scopes_inside_the_allowed_patterns_pass(asked: list[Scope]) -> None:
-    assert policies.check_allowed_scopes(asked, ALLOWED, "cloudflare") is None
-    assert policies.check_allowed_scopes(asked, ALLOWED, "kubernetes") is None
+    assert policies.check_allowed_scopes(asked, ALLOWED, "cloudflare", False) is None
+    assert policies.check_allowed_scopes(asked, ALLOWED, "kubernetes", True) is None
 
 
 @pytest.mark.parametrize(
@@ -468,7 +469,7 @@ def test_scopes_inside_the_allowed_patterns_pass(asked: list[Scope]) -> None:
     ],
 )
 def test_a_pair_outside_every_pattern_is_refused_and_named(asked: list[Scope], pair: tuple[str, str]) -> None:
-    decision = policies.check_allowed_scopes(asked, ALLOWED, "cloudflare")
+    decision = policies.check_allowed_scopes(asked, ALLOWED, "cloudflare", False)
     assert decision is not None
     assert (decision.action, decision.reason) == ("fail", "NotPermitted")
     assert decision.message == (
@@ -480,14 +481,19 @@ def test_a_pair_outside_every_pattern_is_refused_and_named(asked: list[Scope], p
 def test_a_pair_must_match_one_entry_not_a_permission_from_one_and_a_resource_from_another() -> None:
     allowed = patterns((["get"], ["configmaps"]), (["delete"], ["pods"]))
     assert (
-        policies.check_allowed_scopes(scopes((["delete"], ["configmaps"])), allowed, "kubernetes") is not None
+        policies.check_allowed_scopes(scopes((["delete"], ["configmaps"])), allowed, "kubernetes", True)
+        is not None
     )
-    assert policies.check_allowed_scopes(scopes((["get"], ["pods"])), allowed, "kubernetes") is not None
-    assert policies.check_allowed_scopes(scopes((["get"], ["configmaps"])), allowed, "kubernetes") is None
+    assert policies.check_allowed_scopes(scopes((["get"], ["pods"])), allowed, "kubernetes", True) is not None
+    assert (
+        policies.check_allowed_scopes(scopes((["get"], ["configmaps"])), allowed, "kubernetes", True) is None
+    )
 
 
 def test_an_empty_allowed_scopes_list_allows_nothing() -> None:
-    assert policies.check_allowed_scopes(scopes((["get"], ["configmaps"])), [], "kubernetes") is not None
+    assert (
+        policies.check_allowed_scopes(scopes((["get"], ["configmaps"])), [], "kubernetes", True) is not None
+    )
 
 
 # -- active_accounts ------------------------------------------------------------------------------

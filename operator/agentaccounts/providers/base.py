@@ -16,6 +16,10 @@ Rules every provider follows:
 - **Errors from `agentaccounts.errors` only**, translated at the provider's boundary with
   `raise ... from exc`, and never containing a credential.
 - **No provider imports another.** Shared helpers live outside `providers/`.
+
+Each provider type declares itself once, as a `ProviderType` in its package's `__init__.py`; the table
+in `providers/__init__.py` lists them, and everything else (the spec model's blocks and exactly-one
+rule, `type`, building, admission checks, the orphan sweep) is derived from that table.
 """
 
 from __future__ import annotations
@@ -25,7 +29,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from agentaccounts.models import AccountRef, Scope
+import httpx
+
+from agentaccounts.clock import Clock, utcnow
+from agentaccounts.kube import Kube
+from agentaccounts.models import AccountRef, AgentAccount, ProviderObject, Requester, Scope, SpecModel
+from agentaccounts.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -76,3 +85,60 @@ class Provider(Protocol):
 
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
         """Destroy the identity; what is already gone is success."""
+
+
+@dataclass
+class Deps:
+    """What building a provider may use, made once per operator process (`app.build`): the Kubernetes
+    adapter, the operator's settings, the one HTTP client (owned and closed by whoever made it), the
+    clock, and per-process state a provider type keeps across builds (`shared`, keyed by type name,
+    e.g. Cloudflare's request budgets)."""
+
+    kube: Kube
+    settings: Settings
+    http: httpx.AsyncClient
+    now: Clock = utcnow
+    shared: dict[str, Any] = field(default_factory=dict)
+
+
+class Reviewer(Protocol):
+    """What admission lends a provider type's own checks (`access.Access` implements it)."""
+
+    settings: Settings
+
+    async def allowed(self, requester: Requester, attributes: dict[str, str]) -> bool:
+        """A SubjectAccessReview for the requester."""
+
+    async def check_secret_names(self, namespace: str, names: list[str]) -> None:
+        """Refuse (rule never-grantable) if any of these Secrets is one no agent may be granted."""
+
+
+Builder = Callable[[ProviderObject, Deps], Awaitable[Provider]]
+Admit = Callable[[AgentAccount, Requester, Reviewer], Awaitable[None]]
+Sweep = Callable[[Provider, set[str], Deps], Awaitable[list[str]]]
+GrantsSecret = Callable[[Kube, str, str, str], Awaitable[str | None]]  # (kube, namespace, secret, uid)
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    """One kind of provider, declared once: the operator derives everything about it from this."""
+
+    name: str  # the spec block's key in a (Cluster)AccountProvider, status.type, Provider.type
+    block: type[SpecModel]  # the block's model; the CRDs carry the same block (a unit test checks)
+    build: Builder  # a configured provider from its object; cheap, per use
+    # Provider-specific refusals at admission and again before issue (never-grantable, delegation).
+    admit: Admit
+    # True when every permission is checked against the requester's own RBAC (delegation), so a
+    # provider without policy.allowedScopes needs no allow-list; False: no allowedScopes, no issue.
+    rbac_delegated: bool = False
+    # Names of the Secrets (in the account's namespace) these scopes would let the agent read.
+    granted_secrets: Callable[[list[Scope]], list[str]] = lambda _: []
+    # True when revoking needs nothing from the provider object, so an identity is still revoked
+    # after its provider object was deleted (built from a default block).
+    revocable_without_object: bool = False
+    # Which identity of this type, other than the given account's, is granted the named Secret in a
+    # namespace (a description such as "Role ns/name"), or None. Asked before any account's Secret is
+    # written, so no agent can read another agent's credentials.
+    grants_secret: GrantsSecret | None = None
+    # Deletes provider-side identities no live AgentAccount records (crash leftovers); None: none.
+    sweep: Sweep | None = None

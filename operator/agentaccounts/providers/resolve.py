@@ -7,6 +7,7 @@ almost at once; a missing provider is never cached.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -14,19 +15,28 @@ import pydantic
 
 from agentaccounts.errors import InvalidSpec, ProviderNotFound
 from agentaccounts.kube import Kube
-from agentaccounts.models import AgentAccount, Provider, ProviderSpec
+from agentaccounts.models import AgentAccount, ProviderObject, ProviderSpecBase
+from agentaccounts.providers import TYPES, ProviderSpec
 
+log = logging.getLogger(__name__)
 CACHE_SECONDS = 2.0
 MAX_CACHED = 4096  # provider refs are user input: the cache must not grow without bound
 
 
+def parse_provider(kind: str, body: dict[str, Any]) -> ProviderObject:
+    """A provider object from its API body; pydantic.ValidationError when its spec is malformed."""
+    meta = body.get("metadata", {})
+    spec: ProviderSpecBase = ProviderSpec.model_validate(body.get("spec") or {})
+    return ProviderObject(kind=kind, namespace=meta.get("namespace") or "", name=meta["name"], spec=spec)
+
+
 class ProviderResolver:
-    def __init__(self, kube: Kube, retry_seconds: float = 5.0) -> None:
+    def __init__(self, kube: Kube, retry_seconds: float) -> None:
         self.kube = kube
         self.retry_seconds = retry_seconds
         self._cache: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
 
-    async def resolve(self, account: AgentAccount) -> Provider:
+    async def resolve(self, account: AgentAccount) -> ProviderObject:
         ref = account.spec.provider_ref
         namespace = account.namespace if ref.kind == "AccountProvider" else ""
         body = await self._body(ref.kind, namespace, ref.name)
@@ -37,10 +47,29 @@ class ProviderResolver:
                 delay=self.retry_seconds,
             )
         try:
-            spec = ProviderSpec.model_validate(body.get("spec") or {})
+            return parse_provider(ref.kind, body)
         except pydantic.ValidationError as exc:
             raise InvalidSpec(f"{ref.kind} {ref.name!r} is invalid: {exc.errors()[0]['msg']}") from None
-        return Provider(kind=ref.kind, namespace=namespace, name=ref.name, spec=spec)
+
+    async def for_revoke(self, account: AgentAccount, provider_type: str) -> ProviderObject | None:
+        """The provider to revoke through. When its object is gone (or broken), a type that needs
+        nothing from it (`revocable_without_object`) revokes with a default block; any other type
+        cannot be revoked by us, and its identity dies at its own provider-side expiry (None)."""
+        try:
+            return await self.resolve(account)
+        except (ProviderNotFound, InvalidSpec):
+            entry = TYPES.get(provider_type)
+            if entry is not None and entry.revocable_without_object:
+                spec = ProviderSpec.model_validate({provider_type: {}})
+                return ProviderObject(kind="ClusterAccountProvider", name="(deleted)", spec=spec)
+            log.warning(
+                "Provider of %s/%s is gone; its %s identity cannot be revoked by the operator and "
+                "relies on the provider's own expiry",
+                account.namespace,
+                account.name,
+                provider_type,
+            )
+            return None
 
     async def _body(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         key, now = (kind, namespace, name), time.monotonic()

@@ -18,8 +18,8 @@ from agentaccounts.errors import (
     QuotaExceeded,
     RateLimited,
 )
-from agentaccounts.providers.cloudflare_api import CloudflareAPI, RetryPolicy, pick
-from agentaccounts.providers.cloudflare_budget import RequestBudget
+from agentaccounts.providers.cloudflare.api import CloudflareAPI, RetryPolicy, pick
+from agentaccounts.providers.cloudflare.budget import RequestBudget
 
 TOKEN = "cfat_PARENTsecretPARENTsecretPARENTsecret1234abcd"
 BASE = "https://cf.test/client/v4"

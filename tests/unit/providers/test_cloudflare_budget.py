@@ -8,7 +8,7 @@ import random
 import pytest
 
 from agentaccounts.errors import RateLimited
-from agentaccounts.providers.cloudflare_budget import BudgetRegistry, RequestBudget, budget_key
+from agentaccounts.providers.cloudflare.budget import BudgetRegistry, RequestBudget, budget_key
 
 
 class VirtualTime:

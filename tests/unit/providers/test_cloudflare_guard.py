@@ -12,17 +12,18 @@ import pytest
 
 from agentaccounts.errors import InvalidSpec, NotPermitted
 from agentaccounts.kube import Kube
-from agentaccounts.models import Provider as ProviderObject
-from agentaccounts.models import Scope
-from agentaccounts.providers import Deps, provider_for
-from agentaccounts.providers.cloudflare import CloudflareProvider
-from agentaccounts.providers.cloudflare_guard import (
+from agentaccounts.models import ProviderObject, Scope
+from agentaccounts.providers import provider_for
+from agentaccounts.providers.base import Deps
+from agentaccounts.providers.cloudflare.guard import (
     NEVER_GRANTABLE,
     check_api_base_url,
     check_scopes,
     forbidden_permission,
     is_loopback,
 )
+from agentaccounts.providers.cloudflare.provider import CloudflareProvider
+from agentaccounts.providers.resolve import parse_provider
 from agentaccounts.settings import CLOUDFLARE_API, Settings
 
 A = "0123456789abcdef0123456789abcdef"
@@ -221,7 +222,7 @@ class Rig:
     def __init__(self, client: httpx.AsyncClient, sent: list[httpx.Request]) -> None:
         self.client, self.sent, self.kube = client, sent, FakeKube()
 
-    def deps(self, settings: Settings | None) -> Deps:
+    def deps(self, settings: Settings) -> Deps:
         return Deps(
             kube=cast(Kube, self.kube),
             now=lambda: datetime(2030, 1, 1, tzinfo=UTC),
@@ -246,8 +247,9 @@ def provider_object(url: str, mode: str = "token") -> ProviderObject:
     cloudflare: dict[str, Any] = {"mode": mode, "apiBaseURL": url}
     if mode == "token":
         cloudflare |= {"accountId": A, "apiTokenSecretRef": {"name": "cloudflare-parent"}}
-    return ProviderObject.model_validate(
-        {"kind": "AccountProvider", "namespace": "agents", "name": "cf", "spec": {"cloudflare": cloudflare}}
+    return parse_provider(
+        "AccountProvider",
+        {"metadata": {"namespace": "agents", "name": "cf"}, "spec": {"cloudflare": cloudflare}},
     )
 
 
@@ -272,8 +274,11 @@ async def test_builder_accepts_what_the_settings_allow(rig: Rig) -> None:
     assert rig.kube.reads == [("agents", "cloudflare-parent", "token")] and rig.sent == []
 
 
-async def test_builder_without_settings_allows_only_cloudflare(rig: Rig) -> None:
-    assert isinstance(await provider_for(provider_object(CLOUDFLARE_API), rig.deps(None)), CloudflareProvider)
+async def test_default_settings_allow_only_cloudflare(rig: Rig) -> None:
+    default = Settings()
+    assert isinstance(
+        await provider_for(provider_object(CLOUDFLARE_API), rig.deps(default)), CloudflareProvider
+    )
     with pytest.raises(InvalidSpec, match="allow-list"):
-        await provider_for(provider_object(EMULATOR), rig.deps(None))
+        await provider_for(provider_object(EMULATOR), rig.deps(default))
     assert len(rig.kube.reads) == 1 and rig.sent == []

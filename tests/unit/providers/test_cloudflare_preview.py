@@ -18,13 +18,14 @@ import httpx
 import pytest
 
 from agentaccounts.errors import LifetimeExceeded, ProviderRejected, ProviderUnavailable
-from agentaccounts.models import AccountRef, CloudflareBlock, Scope
-from agentaccounts.providers import cloudflare_preview
+from agentaccounts.models import AccountRef, Scope
 from agentaccounts.providers.base import IssueRequest
-from agentaccounts.providers.cloudflare import CloudflareProvider
-from agentaccounts.providers.cloudflare_api import RetryPolicy
-from agentaccounts.providers.cloudflare_budget import RequestBudget
-from agentaccounts.providers.cloudflare_preview import solve
+from agentaccounts.providers.cloudflare import preview as cloudflare_preview
+from agentaccounts.providers.cloudflare.api import RetryPolicy
+from agentaccounts.providers.cloudflare.budget import RequestBudget
+from agentaccounts.providers.cloudflare.preview import solve
+from agentaccounts.providers.cloudflare.provider import CloudflareProvider
+from agentaccounts.providers.cloudflare.spec import CloudflareBlock
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 CLAIM_URL = "https://dash.cloudflare.com/claim/CLAIMsecretCLAIMsecret"

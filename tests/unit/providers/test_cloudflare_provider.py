@@ -24,12 +24,13 @@ from agentaccounts.errors import (
     QuotaExceeded,
     UnknownPermission,
 )
-from agentaccounts.models import AccountRef, CloudflareBlock, Scope
+from agentaccounts.models import AccountRef, Scope
 from agentaccounts.providers.base import IssueRequest
-from agentaccounts.providers.cloudflare import CloudflareProvider
-from agentaccounts.providers.cloudflare_api import RetryPolicy
-from agentaccounts.providers.cloudflare_budget import RequestBudget
-from agentaccounts.providers.cloudflare_tokens import CatalogCache, token_name
+from agentaccounts.providers.cloudflare.api import RetryPolicy
+from agentaccounts.providers.cloudflare.budget import RequestBudget
+from agentaccounts.providers.cloudflare.provider import CloudflareProvider
+from agentaccounts.providers.cloudflare.spec import CloudflareBlock
+from agentaccounts.providers.cloudflare.tokens import CatalogCache, token_name
 
 A = "0123456789abcdef0123456789abcdef"
 PARENT = "cfat_PARENTparentPARENTparentPARENTparent0badc0de"

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from agentaccounts.clock import rfc3339
 from agentaccounts.errors import InvalidSpec, UnknownPermission
 from agentaccounts.models import Scope
-from agentaccounts.providers.cloudflare_scopes import (
+from agentaccounts.providers.cloudflare.scopes import (
     ACCOUNT,
     BUCKET,
     ZONE,
@@ -21,7 +22,7 @@ from agentaccounts.providers.cloudflare_scopes import (
     r2_endpoint,
     r2_jurisdictions,
 )
-from agentaccounts.providers.cloudflare_tokens import MAX_NAME, rfc3339, token_name, uid_from_name
+from agentaccounts.providers.cloudflare.tokens import MAX_NAME, token_name, uid_from_name
 
 A = "0123456789abcdef0123456789abcdef"
 Z = "fedcba9876543210fedcba9876543210"

@@ -19,7 +19,7 @@ Step 2 needs the account's token list (up to 500 tokens / 50 per page = 10 reque
 `NameIndex` lets one scan serve every fresh token for a while (see its docstring); without one, each
 fresh token scans. Reissues of a recorded token cost a GET and a PUT; revoking one a GET and a DELETE.
 
-Trust. Never-grantable permission groups (cloudflare_guard.py) are refused first, in `validate` and
+Trust. Never-grantable permission groups (guard.py) are refused first, in `validate` and
 `issue`, before any request. An id recorded in status is only a hint: status can be written (or
 forged) by anyone with status access, and the id could name the parent token or another agent's.
 `issue` adopts it and `revoke` deletes it only when Cloudflare says that token carries our name; a
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agentaccounts.clock import rfc3339
 from agentaccounts.errors import (
     InvalidSpec,
     ObjectConflict,
@@ -46,9 +47,9 @@ from agentaccounts.errors import (
 )
 from agentaccounts.models import AccountRef
 from agentaccounts.providers.base import Issued, IssueRequest, Recorder
-from agentaccounts.providers.cloudflare_api import CloudflareAPI, pick
-from agentaccounts.providers.cloudflare_guard import check_scopes
-from agentaccounts.providers.cloudflare_scopes import (
+from agentaccounts.providers.cloudflare.api import CloudflareAPI, pick
+from agentaccounts.providers.cloudflare.guard import check_scopes
+from agentaccounts.providers.cloudflare.scopes import (
     Catalog,
     build_policies,
     catalog_from_api,
@@ -109,13 +110,6 @@ def in_namespaces(name: str, namespaces: Collection[str] | None) -> bool:
         return True
     shortened = len(name) >= MAX_NAME
     return any(owner[0] == ns or (shortened and ns.startswith(owner[0])) for ns in namespaces)
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, whole seconds (rounded down: never later than asked), `Z` suffix; naive means UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,16 @@ from typing import Any
 from agentaccounts import ownership
 from agentaccounts.errors import ObjectConflict, ProviderRejected, ProviderUnavailable
 from agentaccounts.kube import AlreadyExists, Kube, KubeApiError
-from agentaccounts.models import AccountRef, KubernetesBlock
+from agentaccounts.models import AccountRef
 from agentaccounts.providers.base import Issued, IssueRequest, Recorder
-from agentaccounts.providers.kubernetes_rbac import (
+from agentaccounts.providers.kubernetes.rbac import (
     GRANTS_SECRETS_LABEL,
     kubeconfig,
     object_name,
     rules_for,
     secret_names,
 )
+from agentaccounts.providers.kubernetes.spec import KubernetesBlock
 
 MIN_TOKEN_SECONDS = 600  # the TokenRequest API's minimum expirationSeconds
 

@@ -28,7 +28,7 @@ from typing import Any
 from agentaccounts.errors import LifetimeExceeded, ProviderUnavailable
 from agentaccounts.models import AccountRef
 from agentaccounts.providers.base import Issued, IssueRequest, Recorder
-from agentaccounts.providers.cloudflare_api import CloudflareAPI, pick
+from agentaccounts.providers.cloudflare.api import CloudflareAPI, pick
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,9 @@
 """The Cloudflare provider: scoped, expiring account API tokens, or whole temporary accounts.
 
-Thin on purpose. The work lives in siblings, each with one reason to exist:
+Thin on purpose: the work lives in its siblings (see the package docstring for the room map).
 
-    cloudflare_budget.py   one request budget per parent token, shared by the whole process
-    cloudflare_api.py      httpx calls, retries, and the ONE translation of Cloudflare errors
-    cloudflare_scopes.py   the scope/resource grammar -> token policies; R2 credentials (pure)
-    cloudflare_tokens.py   mode `token`: create / update / revoke / sweep account-owned tokens
-    cloudflare_preview.py  mode `temporaryAccount`: proof of work and temporary accounts
-    cloudflare_guard.py    rules no provider object loosens: the apiBaseURL allow-list (checked by the
-                           builder in providers/__init__.py, before the parent token is read) and the
-                           never-grantable permission groups (checked by TokenFlow before any request)
-
-How the reconciler builds one. Building is cheap; what must be shared lives in two process-wide
-objects made once (e.g. in `Deps.shared`):
+How it is built (providers/cloudflare/__init__.py `build`). Building is cheap; what must be shared
+lives in process-wide objects made once (in `Deps.shared`):
 
     budgets = BudgetRegistry(settings.cloudflare_budget, settings.cloudflare_window_seconds)
     catalogs = CatalogCache(CATALOG_TTL, now)
@@ -31,18 +22,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import httpx
 
+from agentaccounts.clock import utcnow
 from agentaccounts.errors import InvalidSpec
-from agentaccounts.models import AccountRef, CloudflareBlock
-from agentaccounts.providers.base import Issued, IssueRequest, Provider, Recorder
-from agentaccounts.providers.cloudflare_api import CloudflareAPI, RetryPolicy
-from agentaccounts.providers.cloudflare_budget import RequestBudget
-from agentaccounts.providers.cloudflare_preview import PreviewFlow
-from agentaccounts.providers.cloudflare_tokens import CatalogCache, NameIndex, TokenFlow
+from agentaccounts.models import AccountRef
+from agentaccounts.providers.base import Issued, IssueRequest, Recorder
+from agentaccounts.providers.cloudflare.api import CloudflareAPI, RetryPolicy
+from agentaccounts.providers.cloudflare.budget import RequestBudget
+from agentaccounts.providers.cloudflare.preview import PreviewFlow
+from agentaccounts.providers.cloudflare.spec import CloudflareBlock
+from agentaccounts.providers.cloudflare.tokens import CatalogCache, NameIndex, TokenFlow
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +45,6 @@ CATALOG_TTL = timedelta(minutes=10)
 # token someone else made with one of our names could go unseen (see NameIndex).
 NAMES_TTL = timedelta(minutes=1)
 ORPHAN_MIN_AGE = timedelta(minutes=10)  # see TokenFlow.sweep_orphans
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Flow(Protocol):
@@ -94,7 +83,7 @@ class CloudflareProvider:
         `budget`, `catalogs` and `names` should be process-wide (see the module docstring); without
         `catalogs` this provider caches permission groups on its own, without `names` every new token
         scans the account's token list. `block.api_base_url` is used as given: the caller checks it
-        against the operator's allow-list first (`cloudflare_guard.check_api_base_url`).
+        against the operator's allow-list first (`guard.check_api_base_url`).
         """
         if block.mode == "temporaryAccount":
             # No parent token: temporary-account calls are unauthenticated.
@@ -146,7 +135,3 @@ class CloudflareProvider:
         if deleted:
             log.info("Swept %d orphaned Cloudflare token(s)", len(deleted))
         return deleted
-
-
-def _conforms(provider: CloudflareProvider) -> Provider:
-    return provider  # mypy checks that CloudflareProvider satisfies the Provider protocol

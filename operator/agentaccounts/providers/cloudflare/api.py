@@ -16,7 +16,7 @@ This is the ONE place where Cloudflare's answers become `agentaccounts.errors` (
 
 Non-idempotent calls (POST) are retried only when Cloudflare cannot have acted on them (429, or the
 connection was never made): retrying a create after a 5xx or a read timeout could mint a second token
-or account. The caller's next reconcile adopts or cleans up instead (see cloudflare_tokens.py).
+or account. The caller's next reconcile adopts or cleans up instead (see tokens.py).
 Messages never contain the Authorization header or a token value: Cloudflare's own error text is
 scrubbed and capped before it is used.
 """
@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from agentaccounts.errors import ProviderRejected, ProviderUnavailable, QuotaExceeded, RateLimited
-from agentaccounts.providers.cloudflare_budget import RequestBudget, Sleep
+from agentaccounts.providers.cloudflare.budget import RequestBudget, Sleep
 
 log = logging.getLogger(__name__)
 
