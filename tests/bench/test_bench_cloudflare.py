@@ -101,7 +101,7 @@ class Sampler(threading.Thread):
 def test_bench_thousand_accounts_at_cloudflare_limits(cluster: Any, namespace: str) -> None:
     emu = start_emulator()  # Cloudflare's real limits: 1200 / 300 s, 300 s block, 500 tokens
     api = cluster.api_client()
-    parents = [parent(emu, ["Account API Tokens Write", "Workers Scripts Read"]) for _ in range(PARENTS)]
+    parents = [parent(emu) for _ in range(PARENTS)]
     owner = {p.account: i for i, p in enumerate(parents)}
     for i, p in enumerate(parents):
         create_token_provider(api, namespace, f"cloudflare-{i}", p, secret=f"cloudflare-parent-{i}")

@@ -16,22 +16,18 @@ import base64
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from kubernetes import client
 
-from cfemulator import Emulator, Exchange, PreviewSettings
+from cfemulator import Emulator, Exchange
+from cfemulator.fixtures import SMALL_POW, Parent, mint_parent
 from cfemulator.helpers import bearer
 from cfemulator.schema import assert_exchanges_valid, default
 from integration.support import GROUP, VERSION, OperatorProcess, custom
-
-# What a parent token needs: mint and list account tokens, plus every permission the tests grant.
-PARENT_PERMISSIONS = ["Account API Tokens Write", "Workers Scripts Read", "Workers R2 Storage Write"]
-# Small proof of work: the flow is the real one, the hashing takes milliseconds.
-SMALL_POW = PreviewSettings(k=4, g=2000)
 
 
 class TimedExchanges(list[Exchange]):
@@ -76,24 +72,9 @@ def allow_list(*emulators: Emulator) -> str:
     return ",".join(emu.base_url for emu in emulators)
 
 
-@dataclass
-class Parent:
-    """An emulated Cloudflare account and the parent token the operator mints with."""
-
-    emu: Emulator
-    account: str
-    value: str
-    id: str
-    permissions: list[str] = field(default_factory=list)
-
-
 def parent(emu: Emulator, permissions: list[str] | None = None) -> Parent:
-    account = emu.add_account()
-    perms = list(permissions or PARENT_PERMISSIONS)
-    value = emu.mint_token(account, perms, name="agentaccounts parent token")
-    token_id = emu.token_id(value)
-    assert token_id is not None
-    return Parent(emu, account, value, token_id, perms)
+    """A parent token in a new emulated account (cfemulator.fixtures: the shared permissions)."""
+    return mint_parent(emu, permissions=permissions)
 
 
 # -- Kubernetes objects ------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Fixtures for the emulator's own tests: a fresh emulator per test on a free loopback port.
 
-Proof-of-work sizes are shrunk (k=4, g=500) so preview tests take milliseconds; rate limits keep their
-real defaults unless a test builds its own ``Emulator`` with shrunken ones.
+Proof-of-work sizes are shrunk (cfemulator.fixtures.SMALL_POW) so preview tests take milliseconds; rate
+limits keep their real defaults unless a test builds its own ``Emulator`` with shrunken ones. The parent
+token's permissions are the shared ones (cfemulator.fixtures.PARENT_PERMISSIONS).
 """
 
 from __future__ import annotations
@@ -11,21 +12,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from cfemulator import Emulator, PreviewSettings
-
-PARENT_PERMISSIONS = [
-    "Account API Tokens Write",
-    "Workers Scripts Read",
-    "Workers KV Storage Read",
-    "Workers R2 Storage Write",
-    "Account Settings Read",
-    "DNS Read",
-]
+from cfemulator import Emulator
+from cfemulator.fixtures import SMALL_POW, mint_parent
 
 
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
-    with Emulator(previews=PreviewSettings(k=4, g=500)) as emulator:
+    with Emulator(previews=SMALL_POW) as emulator:
         yield emulator
 
 
@@ -37,7 +30,7 @@ def account(emu: Emulator) -> str:
 @pytest.fixture
 def parent(emu: Emulator, account: str) -> str:
     """A minting token: Account API Tokens Write plus a few read groups, all on the whole account."""
-    return emu.mint_token(account, PARENT_PERMISSIONS, name="parent")
+    return mint_parent(emu, account).value
 
 
 @pytest.fixture

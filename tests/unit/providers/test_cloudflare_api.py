@@ -20,25 +20,11 @@ from agentaccounts.errors import (
 )
 from agentaccounts.providers.cloudflare.api import CloudflareAPI, RetryPolicy, pick
 from agentaccounts.providers.cloudflare.budget import RequestBudget
+from unit.fakes import VirtualTime
 
 TOKEN = "cfat_PARENTsecretPARENTsecretPARENTsecret1234abcd"
 BASE = "https://cf.test/client/v4"
 Handler = Callable[[httpx.Request], httpx.Response]
-
-
-class VirtualTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        target = self.now + seconds
-        await asyncio.sleep(0)
-        self.now = max(self.now, target)
 
 
 def fail(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> httpx.Response:

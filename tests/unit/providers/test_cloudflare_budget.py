@@ -9,23 +9,7 @@ import pytest
 
 from agentaccounts.errors import RateLimited
 from agentaccounts.providers.cloudflare.budget import BudgetRegistry, RequestBudget, budget_key
-
-
-class VirtualTime:
-    """A fake monotonic clock; sleeping yields to other tasks, then moves time forward."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        target = self.now + seconds
-        await asyncio.sleep(0)
-        self.now = max(self.now, target)
+from unit.fakes import VirtualTime
 
 
 def _assert_window(grants: list[float], limit: int, window: float) -> None:
