@@ -1,11 +1,11 @@
-"""What the handlers do, as plain async functions: issue, expire, remove. No kopf in here.
+"""Issuing an AgentAccount's identity: every check, then create-or-adopt, then the Secret. No kopf here.
 
 Each step is level-based and idempotent, and every fact a restart needs is written to status before
 the step that depends on it: `issuedAt`/`expiresAt` before anything is created (so a crash never
 extends a lifetime), `accountRef` the moment the provider-side identity exists (so it can always be
 found and revoked). Errors from `agentaccounts.errors` become a phase, a `Ready` condition and an Event
-here (once per reason change, so retries do not flood Events), then propagate to the handler, which
-maps them to kopf's retry semantics.
+(account_status.py), then propagate to the handler, which maps them to kopf's retry semantics.
+Revoking is revoke.py; the Secret is credential_secrets.py.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from typing import Any
 
 import pydantic
 
-from agentaccounts import conditions, metrics, policies
+from agentaccounts import conditions, policies
 from agentaccounts.access import Access
+from agentaccounts.account_status import AccountStatus
 from agentaccounts.clock import rfc3339
 from agentaccounts.conditions import Emit
 from agentaccounts.credential_secrets import CredentialSecrets
@@ -30,7 +31,6 @@ from agentaccounts.errors import (
     AwaitingApproval,
     Denied,
     InvalidSpec,
-    PermanentError,
     QuotaExceeded,
 )
 from agentaccounts.kube import Kube
@@ -72,6 +72,7 @@ class Reconciler:
         self.access = Access(deps.kube, deps.settings)
         self.secrets = CredentialSecrets(deps.kube)
         self.revoker = Revoker(deps, self.resolver, self.secrets)
+        self.status = AccountStatus(deps.kube, deps.now)
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     def _lock(self, namespace: str) -> asyncio.Lock:
@@ -99,7 +100,7 @@ class Reconciler:
             return await self._issue(account, body.get("spec") or {}, current, emit)
         except AgentAccountsError as exc:
             meta = body.get("metadata", {})
-            await self._record_error(
+            await self.status.error(
                 meta.get("namespace", ""), meta.get("name", ""), meta.get("generation", 1), current, exc, emit
             )
             raise
@@ -152,7 +153,7 @@ class Reconciler:
                 await held.enter_async_context(self._lock(account.namespace))
             await self.secrets.check_not_granted(account)
             await self.secrets.write(account, issued, expires_at)
-        return await self._record_issued(
+        return await self.status.issued(
             account, provider.type, issued, expires_at, timing, current, started, emit
         )
 
@@ -200,7 +201,7 @@ class Reconciler:
             "plan": plan,
             "observedGeneration": account.generation,
         }
-        await self.patch(account, status)
+        await self.status.patch(account, status)
         emit("Normal", "DryRun", message)
         return status
 
@@ -228,10 +229,10 @@ class Reconciler:
                 self.now(),
             )
         )
-        await self.patch(account, {**timing, **pending})
+        await self.status.patch(account, {**timing, **pending})
 
         async def record(ref: AccountRef) -> None:
-            await self.patch(account, {"accountRef": ref.model_dump(exclude_defaults=True)})
+            await self.status.patch(account, {"accountRef": ref.model_dump(exclude_defaults=True)})
 
         issued: Issued = await provider.issue(request, record)
         if (
@@ -243,46 +244,6 @@ class Reconciler:
             await provider.revoke(request, issued.account_ref)
             issued = await provider.issue(self._request(account, request.expires_at, existing=False), record)
         return issued
-
-    async def _record_issued(
-        self,
-        account: AgentAccount,
-        provider_type: str,
-        issued: Issued,
-        expires_at: datetime,
-        timing: dict[str, Any],
-        current: dict[str, Any],
-        started: float,
-        emit: Emit,
-    ) -> dict[str, Any]:
-        status = {
-            **conditions.phase_patch(
-                current,
-                "Ready",
-                True,
-                "Issued",
-                f"credentials in Secret {account.secret_name} until {timing['expiresAt']}",
-                account.generation,
-                self.now(),
-            ),
-            **timing,
-            "accountRef": issued.account_ref.model_dump(exclude_defaults=True),
-            "providerNote": issued.note or None,
-            "observedGeneration": account.generation,
-        }
-        await self.patch(account, status)
-        duration = time.monotonic() - started
-        metrics.ISSUED.labels(provider_type).inc()
-        metrics.ISSUE_SECONDS.labels(provider_type).observe(duration)
-        metrics.EXPIRY.set(account.uid, account.namespace, account.name, provider_type, expires_at)
-        emit(
-            "Normal",
-            "Issued",
-            f"{issued.account_ref.kind} {issued.account_ref.name or issued.account_ref.id} "
-            f"issued; credentials in Secret {account.secret_name}; expires {timing['expiresAt']}",
-        )
-        log.info("Issued %s/%s via %s in %.3fs", account.namespace, account.name, provider_type, duration)
-        return status
 
     def _request(self, account: AgentAccount, expires_at: datetime, existing: bool = True) -> IssueRequest:
         return IssueRequest(
@@ -296,12 +257,7 @@ class Reconciler:
         )
 
     def remember(self, account: AgentAccount) -> None:
-        """Status is the memory: a live account seen after a restart gets its expiry metrics back."""
-        status = account.status
-        if status.phase == "Ready" and status.expires_at is not None:
-            metrics.EXPIRY.set(
-                account.uid, account.namespace, account.name, status.provider or "", status.expires_at
-            )
+        self.status.remember(account)
 
     # -- expire / remove ------------------------------------------------------------------------
     async def revoke(self, body: dict[str, Any], why: Why, emit: Emit) -> dict[str, Any] | None:
@@ -310,38 +266,3 @@ class Reconciler:
 
     async def delete_record(self, body: dict[str, Any], emit: Emit) -> None:
         await self.revoker.delete_record(parse(body), emit)
-
-    # -- status ---------------------------------------------------------------------------------
-    async def patch(self, account: AgentAccount, status: dict[str, Any]) -> None:
-        await self.kube.patch_account_status(account.namespace, account.name, status)
-
-    async def _record_error(
-        self,
-        namespace: str,
-        name: str,
-        generation: int,
-        current: dict[str, Any],
-        exc: AgentAccountsError,
-        emit: Emit,
-    ) -> None:
-        permanent = isinstance(exc, PermanentError)
-        changed = conditions.current_reason(current) != exc.reason or current.get("phase") not in (
-            "Failed" if permanent else "Pending",
-            "Ready",
-        )
-        metrics.FAILED.labels(exc.reason).inc()
-        if current.get("phase") == "Ready" and not permanent:
-            return  # a healthy identity stays Ready while an update is retried
-        patch = conditions.phase_patch(
-            current,
-            "Failed" if permanent else "Pending",
-            False,
-            exc.reason,
-            exc.message,
-            generation,
-            self.now(),
-        )
-        await self.kube.patch_account_status(namespace, name, patch)
-        if changed:
-            emit("Warning", "IssueFailed" if permanent else exc.reason, exc.message)
-        log.warning("%s/%s: %s: %s", namespace, name, exc.reason, exc.message)
