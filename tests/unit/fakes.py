@@ -552,7 +552,7 @@ class FakeStopped:
     async def _wait(self, seconds: float | None) -> bool:
         self.sleeps.append(seconds)
         self._started.set()
-        waiters = [asyncio.ensure_future(self._stop.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stop.wait())]
         if seconds is not None:
             waiters.append(asyncio.ensure_future(self.clock.sleep(seconds)))
         try:

@@ -58,9 +58,9 @@ class Rig:
     def emit(self, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
 
-    def account(self, status: dict[str, Any], uid: str = UID, **meta: Any) -> dict[str, Any]:
+    def account(self, status: dict[str, Any], uid: str = UID) -> dict[str, Any]:
         body = {
-            "metadata": {"name": NAME, "namespace": NS, "uid": uid, **meta},
+            "metadata": {"name": NAME, "namespace": NS, "uid": uid},
             "spec": copy.deepcopy(SPEC),
             "status": status,
         }
