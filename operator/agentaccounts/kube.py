@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -30,6 +31,10 @@ PLURALS = {
     "ClusterAccountProvider": "clusteraccountproviders",
 }
 DISCOVERY_TTL = 30.0  # seconds: new CRDs become grantable within this, without flooding discovery
+# Every call has a deadline (connect, read), so a half-open pooled connection or a hung API server
+# fails the call (KubeApiError, status 0: retried) instead of holding a revocation, a Lease renewal
+# or the discovery lock until the process restarts. 30 s is well above any healthy API call.
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 class KubeApiError(Exception):
@@ -80,8 +85,11 @@ _KINDS = {
 class Kube:
     """Async access to the API server for one set of credentials."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(
+        self, api_client: client.ApiClient, request_timeout: tuple[float, float] = REQUEST_TIMEOUT
+    ) -> None:
         self.api_client = api_client
+        self.request_timeout = request_timeout
         self._discovery: tuple[float, dict[str, set[str]]] | None = None
         self._discovery_lock = asyncio.Lock()
 
@@ -130,12 +138,15 @@ class Kube:
     async def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         # _preload_content=False: take the JSON as it came. Building the client's model objects and
         # turning them back into dicts costs ~1 ms of CPU per call, which adds up in bursts.
+        kwargs.setdefault("_request_timeout", self.request_timeout)
         try:
             response = await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise _error(exc, what) from None  # the client's exception repr includes request headers
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # timeout, refused, reset: no answer
+            raise KubeApiError(f"{what}: no answer from the API server ({type(exc).__name__})", 0) from None
         return json.loads(response.data) if response.data else {}
 
     async def _obj(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
@@ -421,21 +432,30 @@ class Kube:
         async with self._discovery_lock:
             if self._discovery and time.monotonic() - self._discovery[0] < DISCOVERY_TTL:
                 return self._discovery[1]
-            served = await asyncio.to_thread(self._discover)
+            try:
+                served = await asyncio.to_thread(self._discover)
+            except ApiException as exc:
+                raise _error(exc, "API discovery") from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise KubeApiError(
+                    f"API discovery: no answer from the API server ({type(exc).__name__})", 0
+                ) from None
             self._discovery = (time.monotonic(), served)
             return served
 
     def _discover(self) -> dict[str, set[str]]:
-        core = client.CoreV1Api(self.api_client).get_api_resources()
+        timeout = self.request_timeout
+        core = client.CoreV1Api(self.api_client).get_api_resources(_request_timeout=timeout)
         served: dict[str, set[str]] = {"": {r.name for r in core.resources}}
         custom = client.CustomObjectsApi(self.api_client)
-        for group in client.ApisApi(self.api_client).get_api_versions().groups:
+        for group in client.ApisApi(self.api_client).get_api_versions(_request_timeout=timeout).groups:
             names: set[str] = set()
             for version in group.versions:
                 try:
-                    names |= {r.name for r in custom.get_api_resources(group.name, version.version).resources}
+                    found = custom.get_api_resources(group.name, version.version, _request_timeout=timeout)
                 except ApiException:  # an unavailable aggregated API must not hide the others
                     continue
+                names |= {r.name for r in found.resources}
             served[group.name] = names
         return served
 

@@ -171,23 +171,35 @@ async def hold(
     renewed_at = now()
     while True:
         await sleep(renew_every)
+        # A renewal may take no longer than what is left of the deadline: a hung read (a half-open
+        # connection) must not keep an old leader acting after a standby may have taken over.
+        remaining = max((deadline - (now() - renewed_at)).total_seconds(), 0.001)
         try:
-            lease = await store.get(namespace, name)
-            holder = holder_of(lease)
-            if holder != identity:
-                raise LeadershipLost(f"Lease {namespace}/{name} is now held by {holder or 'nobody'}")
-            renewal = _claimed(lease, namespace, name, identity, lease_seconds, now())
-            await store.replace(namespace, name, renewal)
+            await asyncio.wait_for(
+                _renew(store, identity, namespace, name, lease_seconds, now), timeout=remaining
+            )
             renewed_at = now()
             continue
         except LeadershipLost:
             raise
+        except TimeoutError:
+            logger.warning("Lease %s/%s: renewal timed out after %.1fs", namespace, name, remaining)
         except Conflict:
             logger.debug("Lease %s/%s changed while renewing; re-reading", namespace, name)
         except Exception as exc:  # transient: retry until the renew deadline
             logger.warning("Lease %s/%s: renewal failed (%s)", namespace, name, exc)
         if now() - renewed_at >= deadline:
             raise LeadershipLost(f"Lease {namespace}/{name} not renewed for {deadline.total_seconds():.0f}s")
+
+
+async def _renew(
+    store: LeaseStore, identity: str, namespace: str, name: str, lease_seconds: int, now: Clock
+) -> None:
+    lease = await store.get(namespace, name)
+    holder = holder_of(lease)
+    if holder != identity:
+        raise LeadershipLost(f"Lease {namespace}/{name} is now held by {holder or 'nobody'}")
+    await store.replace(namespace, name, _claimed(lease, namespace, name, identity, lease_seconds, now()))
 
 
 async def release(store: LeaseStore, identity: str, namespace: str, name: str, now: Clock = utcnow) -> bool:

@@ -14,26 +14,37 @@ import re
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d))+$")
 _PART = re.compile(r"([0-9]+)(ms|s|m|h|d)")
 _UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Ten years: far beyond any sane identity lifetime or audit-record retention, and far enough below
-# datetime's range that `now + duration` can never overflow.
+# datetime's range that `now + duration` can never overflow. Longer durations count as this much
+# (they are not refused): the CRDs accept every value the grammar allows, and the model must accept
+# exactly what the CRDs accept, or an edit `kubectl apply` took would fail the account later, at a
+# point where it can no longer be refused (a Ready account whose timer could not parse it).
 MAX_DURATION = timedelta(days=3650)
+MAX_DURATION_TEXT = "3650d"
 
 
 def parse_duration(text: str) -> timedelta:
-    """Go-style duration with days: "45s", "30m", "1h30m", "2d", "0s". No sign, no fractions."""
+    """Go-style duration with days: "45s", "30m", "1h30m", "2d", "0s". No sign, no fractions.
+    Anything longer than MAX_DURATION counts as MAX_DURATION."""
     if not isinstance(text, str) or not _DURATION.fullmatch(text):
         raise ValueError(
             f"invalid duration {text!r}: use a number and a unit (ms, s, m, h, d), e.g. 30m or 1h30m"
         )
     seconds = sum(int(n) * _UNIT[u] for n, u in _PART.findall(text))
-    if seconds > MAX_DURATION.total_seconds():
-        raise ValueError(f"duration {text!r} is longer than the maximum of 3650d")
-    return timedelta(seconds=seconds)
+    return timedelta(seconds=min(seconds, MAX_DURATION.total_seconds()))
 
 
 def format_duration(value: timedelta) -> str:
@@ -146,6 +157,45 @@ class AgentAccount(SpecModel):
             return name
         digest = hashlib.sha256(self.name.encode()).hexdigest()[:10]  # stable, and still a valid name
         return f"{self.name[:230].rstrip('-.')}-{digest}-credentials"
+
+    @classmethod
+    def for_revocation(cls, body: dict[str, Any]) -> AgentAccount:
+        """The account as revocation needs it, even when its spec no longer validates (written before
+        a schema change, or by a client that skipped validation). Revoking needs who it is, its status
+        and its providerRef, never a valid spec: an invalid spec must not keep an identity alive. With
+        no valid keepExpiredFor, the record is kept (MAX_DURATION) rather than deleted early."""
+        try:
+            return cls.from_body(body)
+        except ValidationError:
+            pass
+        meta, raw = body.get("metadata", {}), body.get("spec") or {}
+        try:
+            ref = ProviderRef.model_validate(raw.get("providerRef") or {})
+        except ValidationError:
+            ref = ProviderRef.model_construct(kind="AccountProvider", name="")
+        try:
+            status = AgentAccountStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            status = AgentAccountStatus()
+        secret = raw.get("secretName")
+        spec = AgentAccountSpec.model_construct(
+            provider_ref=ref,
+            lifetime=None,
+            scopes=[],
+            secret_name=secret if isinstance(secret, str) and secret else None,
+            keep_expired_for=MAX_DURATION,
+            dry_run=False,
+        )
+        return cls.model_construct(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta.get("name", "")),
+            uid=str(meta.get("uid", "")),
+            generation=int(meta.get("generation", 1)),
+            spec=spec,
+            status=status,
+            annotations=dict(meta.get("annotations") or {}),
+            created_at=None,
+        )
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> AgentAccount:

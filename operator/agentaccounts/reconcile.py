@@ -262,7 +262,8 @@ class Reconciler:
     # -- expire / remove ------------------------------------------------------------------------
     async def revoke(self, body: dict[str, Any], why: Why, emit: Emit) -> dict[str, Any] | None:
         """Revoke everything; returns the status patch written on expiry (see revoke.Revoker)."""
-        return await self.revoker.revoke(parse(body), dict(body.get("status") or {}), why, emit)
+        account = AgentAccount.for_revocation(body)  # an invalid spec never keeps an identity alive
+        return await self.revoker.revoke(account, dict(body.get("status") or {}), why, emit)
 
     async def delete_record(self, body: dict[str, Any], emit: Emit) -> None:
-        await self.revoker.delete_record(parse(body), emit)
+        await self.revoker.delete_record(AgentAccount.for_revocation(body), emit)

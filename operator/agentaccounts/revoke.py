@@ -1,8 +1,12 @@
 """Ending an identity: revoke at the provider, delete the Secret, record it — on expiry or deletion.
 
-Revocation never waits on what cannot come back: a provider whose object is gone either revokes
-without it (a type that needs nothing from it, e.g. Kubernetes) or is recorded as relying on its own
-provider-side expiry, with a Warning Event; the Secret and the record then go regardless.
+What may end the finalizer (on deletion) or write phase Expired: the provider-side identity is gone,
+or it is provably beyond our reach — its provider object or credentials are gone, or the provider
+refused the revocation (a PermanentError) — and then it ends at its own provider-side expiry (every
+identity is minted with one). Those cases are never called "revoked": a Warning Event
+`RevokeIncomplete` and the Ready condition (reason RevokeIncomplete) say what happened and when the
+identity ends. A temporary failure (API or provider unavailable) raises, so kopf retries and the
+finalizer stays. An invalid spec never blocks revocation (AgentAccount.for_revocation).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from agentaccounts import conditions, metrics
 from agentaccounts.clock import rfc3339
 from agentaccounts.conditions import Emit
 from agentaccounts.credential_secrets import CredentialSecrets
-from agentaccounts.errors import InvalidSpec, ProviderNotFound
+from agentaccounts.errors import InvalidSpec, PermanentError, ProviderNotFound
 from agentaccounts.models import AgentAccount
 from agentaccounts.providers import provider_for
 from agentaccounts.providers.base import Deps, IssueRequest
@@ -53,25 +57,27 @@ class Revoker:
         if status.phase == "Expired" and why == "deleted":
             return None  # already revoked at expiry
         provider_type = status.provider or "kubernetes"
-        provider_obj = await self.resolver.for_revoke(account, provider_type)
-        if provider_obj is not None:
-            try:
-                provider = await provider_for(provider_obj, self.deps)
-            except (ProviderNotFound, InvalidSpec) as exc:
-                # E.g. the Cloudflare parent-token Secret is gone: the provider-side identity cannot
-                # be revoked by us (it still dies at its own expiry), but the Secret and the record
-                # must not wait forever for it.
-                emit("Warning", "RevokeIncomplete", f"provider-side identity not revoked: {exc.message}")
-                log.warning("%s/%s: %s", account.namespace, account.name, exc.message)
-            else:
-                await provider.revoke(revoke_request(account, self.deps.now()), status.account_ref)
+        missed = await self._revoke_at_provider(account, provider_type)
         await self.secrets.delete(account)
         now = self.deps.now()
         metrics.EXPIRY.discard(account.uid)
         if status.phase in ("Ready", "Pending") or status.account_ref:
             metrics.REVOKED.labels(provider_type, why).inc()
+        ends = rfc3339(status.expires_at) if status.expires_at else "its provider-side expiry"
+        what = (
+            "identity revoked, Secret deleted"
+            if missed is None
+            else f"Secret deleted; provider-side identity NOT revoked ({missed}): it ends at {ends}"
+        )
+        if missed is not None:
+            emit(
+                "Warning",
+                "RevokeIncomplete",
+                f"provider-side identity not revoked: {missed}; it ends at {ends}",
+            )
+            log.warning("%s/%s: identity not revoked: %s", account.namespace, account.name, missed)
         if why == "deleted":
-            emit("Normal", "Revoked", "AgentAccount deleted: identity revoked and Secret deleted")
+            emit("Normal", "Revoked", f"AgentAccount deleted: {what}")
             log.info("Revoked %s/%s (deleted)", account.namespace, account.name)
             return None
         lag = (now - status.expires_at).total_seconds() if status.expires_at else 0.0
@@ -79,14 +85,34 @@ class Revoker:
         provider_note = raw_status.get("providerNote")
         note = f". {provider_note}" if provider_note else ""
         expired = rfc3339(status.expires_at or now)
-        message = f"expired at {expired}; identity revoked, Secret deleted{note}"
+        message = f"expired at {expired}; {what}{note}"
+        reason = "Expired" if missed is None else "RevokeIncomplete"
         patch = conditions.phase_patch(
-            raw_status, "Expired", False, "Expired", message, account.generation, now, revokedAt=rfc3339(now)
+            raw_status, "Expired", False, reason, message, account.generation, now, revokedAt=rfc3339(now)
         )
         await self.deps.kube.patch_account_status(account.namespace, account.name, patch)
         emit("Normal", "Expired", message)
         log.info("Expired %s/%s, revoked %.3fs after expiresAt", account.namespace, account.name, lag)
         return patch
+
+    async def _revoke_at_provider(self, account: AgentAccount, provider_type: str) -> str | None:
+        """Revoke the provider-side identity; None when done, else why it could not be (it then ends at
+        its provider-side expiry). Temporary failures raise, to be retried."""
+        provider_obj = await self.resolver.for_revoke(account, provider_type)
+        if provider_obj is None:
+            ref = account.spec.provider_ref
+            return f"{ref.kind} {ref.name!r} is gone and a {provider_type} identity needs it to be revoked"
+        try:
+            # E.g. the Cloudflare parent-token Secret is gone (its namespace was deleted): the Secret
+            # and the record must not wait forever for it.
+            provider = await provider_for(provider_obj, self.deps)
+        except (ProviderNotFound, InvalidSpec) as exc:
+            return exc.message
+        try:
+            await provider.revoke(revoke_request(account, self.deps.now()), account.status.account_ref)
+        except PermanentError as exc:
+            return f"{exc.reason}: {exc.message}"
+        return None
 
     async def delete_record(self, account: AgentAccount, emit: Emit) -> None:
         """keepExpiredFor has passed: the AgentAccount (the audit record) goes."""

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 from agentaccounts import policies
 from agentaccounts.conditions import Emit
 from agentaccounts.errors import AgentAccountsError, TemporaryError
-from agentaccounts.reconcile import Reconciler, parse
+from agentaccounts.models import AgentAccount
+from agentaccounts.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
 MAX_SLEEP = 300.0
@@ -38,7 +39,11 @@ class Stopped(Protocol):
 
 
 class Wakeups:
-    """Per-account events a handler sets to make the timer look again now."""
+    """Per-account events a handler sets to make the timer look again now.
+
+    Only a running timer has an event (`event`, at its start; `forget`, at its end): waking an
+    account without one does nothing, so wake-ups for finished or never-started timers cannot pile
+    up (a timer reads the account fresh when it starts, so nothing is missed)."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
@@ -47,7 +52,12 @@ class Wakeups:
         return self._events.setdefault(uid, asyncio.Event())
 
     def wake(self, uid: str) -> None:
-        self.event(uid).set()
+        event = self._events.get(uid)
+        if event is not None:
+            event.set()
+
+    def __len__(self) -> int:
+        return len(self._events)
 
     def forget(self, uid: str) -> None:
         self._events.pop(uid, None)
@@ -87,18 +97,19 @@ async def run(
     body: dict[str, Any] | None = None
     try:
         while not stopped:
-            # Re-read unless we slept undisturbed until a due time: then nothing changed the status
-            # (its only other writer, the issue handler, wakes us), and at expiresAt every call saved
-            # is revocation lag saved.
-            if body is None:
-                body = await reconciler.kube.get_custom("AgentAccount", namespace, name)
-                if body is None or body["metadata"]["uid"] != uid:
-                    return  # gone (or replaced by a newer object, which has its own timer)
-                if body["metadata"].get("deletionTimestamp"):
-                    return  # the finalizer revokes
-            current, body = body, None
             try:
-                account = parse(current)
+                # Re-read unless we slept undisturbed until a due time: then nothing changed the status
+                # (its only other writer, the issue handler, wakes us), and at expiresAt every call
+                # saved is revocation lag saved. Inside the `try`: a failed read (a 429 during a
+                # restart stampede, a 5xx during an API-server rollout) is retried, never the end.
+                if body is None:
+                    body = await reconciler.kube.get_custom("AgentAccount", namespace, name)
+                    if body is None or body["metadata"]["uid"] != uid:
+                        return  # gone (or replaced by a newer object, which has its own timer)
+                    if body["metadata"].get("deletionTimestamp"):
+                        return  # the finalizer revokes
+                current, body = body, None
+                account = AgentAccount.for_revocation(current)  # an invalid spec still expires
                 reconciler.remember(account)
                 decision = policies.on_timer(account, reconciler.now())
                 if decision.action == "revoke":

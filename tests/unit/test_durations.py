@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agentaccounts.models import format_duration, parse_duration
+from agentaccounts.models import MAX_DURATION, format_duration, parse_duration
 
 
 @pytest.mark.parametrize(
@@ -70,11 +70,12 @@ def test_non_strings_are_rejected(value: object) -> None:
         "9999999999999999999999999999999d",  # exactly 32 characters: the CRD accepts it
     ],
 )
-def test_out_of_range_durations_raise_value_error_not_overflow_error(text: str) -> None:
-    # ValueError is the contract: pydantic turns it into a ValidationError, which reconcile.parse turns
-    # into InvalidSpec. Any other exception escapes both and is retried forever without a status.
-    with pytest.raises(ValueError):
-        parse_duration(text)
+def test_durations_beyond_the_maximum_count_as_the_maximum(text: str) -> None:
+    # The CRD accepts these (pattern and maxLength only), so the model must too: refusing them here
+    # would fail an account `kubectl apply` already took (a Ready one's timer could never parse it).
+    # Clamped, they can never overflow `now + duration` either.
+    assert parse_duration(text) == MAX_DURATION
+    assert datetime.max.replace(tzinfo=UTC) - datetime(2030, 1, 1, tzinfo=UTC) > parse_duration(text)
 
 
 @pytest.mark.parametrize(

@@ -228,3 +228,23 @@ async def test_restarted_leader_with_the_same_identity_resumes_at_once() -> None
 async def test_renew_period_must_be_shorter_than_the_lease(lease_seconds: int, renew_every: float) -> None:
     with pytest.raises(ValueError, match="renew_every"):
         await leader.acquire(MemoryStore(), "a", NS, NAME, lease_seconds, renew_every)
+
+
+class HangingStore(MemoryStore):
+    """A half-open connection: the renewal's read never answers."""
+
+    async def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        if self.leases:
+            await asyncio.Event().wait()
+        return await super().get(namespace, name)
+
+
+async def test_a_renewal_that_hangs_loses_leadership_at_the_deadline() -> None:
+    # Before: the hung read never returned, so the deadline check was never reached and the old
+    # leader kept acting after a standby could take over. Real time here, one second of it.
+    store = HangingStore()
+    await leader.acquire(store, "pod-a", NS, NAME, lease_seconds=2, renew_every=1)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(leader.LeadershipLost, match="not renewed"):
+        await asyncio.wait_for(leader.hold(store, "pod-a", NS, NAME, lease_seconds=2, renew_every=1), 10)
+    assert asyncio.get_running_loop().time() - started < 5

@@ -526,6 +526,50 @@ async def test_revoke_when_the_provider_is_gone_still_removes_kubernetes_objects
     assert "RevokeIncomplete" not in rig.reasons()
 
 
+async def test_deleting_an_account_whose_spec_no_longer_validates_still_revokes(rig: Rig) -> None:
+    # Before: parse() raised InvalidSpec (a PermanentError) and kopf dropped the finalizer with the
+    # ServiceAccount, Role, RoleBinding and Secret all still there.
+    body = await issued(rig)
+    body["spec"]["keepExpiredFor"] = "soon"
+
+    assert await rig.reconciler().revoke(body, "deleted", rig.emit) is None
+    assert rig.owned() == {kind: [] for kind in (*NAMES, "Secret")}
+    assert rig.reasons() == ["Revoked"]
+
+
+async def test_an_identity_that_could_not_be_revoked_is_never_called_revoked(rig: Rig) -> None:
+    # A Cloudflare identity whose provider object is gone: nothing can revoke it but its own expiry.
+    status = {
+        "phase": "Ready",
+        "provider": "cloudflare",
+        "expiresAt": rfc3339(NOW),
+        "accountRef": {"kind": "APIToken", "id": "tok-1"},
+    }
+    spec = {**SPEC, "providerRef": {"kind": "AccountProvider", "name": "gone"}}
+    body = rig.account(spec, status=status)
+    rig.clock.advance(1)
+
+    patch = await rig.reconciler().revoke(body, "expired", rig.emit)
+
+    assert patch is not None and patch["phase"] == "Expired"
+    condition = ready_condition(rig.status())
+    assert condition["reason"] == "RevokeIncomplete"
+    assert "NOT revoked" in condition["message"] and "identity revoked" not in condition["message"]
+    assert f"it ends at {rfc3339(NOW)}" in condition["message"]
+    warning = [m for kind, reason, m in rig.events if (kind, reason) == ("Warning", "RevokeIncomplete")]
+    assert len(warning) == 1 and "'gone' is gone" in warning[0]
+
+
+async def test_a_provider_refusing_revocation_is_recorded_not_hidden(rig: Rig) -> None:
+    body = await issued(rig)
+    rig.kube.fail("delete_labelled", KubeApiError("delete: HTTP 403 forbidden", 403))
+
+    assert await rig.reconciler().revoke(body, "deleted", rig.emit) is None  # the finalizer may go
+    revoked = [m for _, reason, m in rig.events if reason == "Revoked"]
+    assert rig.reasons()[0] == "RevokeIncomplete" and len(revoked) == 1
+    assert "NOT revoked" in revoked[0] and "ProviderRejected" in revoked[0]
+
+
 async def test_revoke_removes_the_expiry_metric(rig: Rig) -> None:
     body = await issued(rig)
     assert (NS, "bot", "kubernetes") in expiry_samples()

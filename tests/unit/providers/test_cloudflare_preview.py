@@ -8,7 +8,6 @@ import itertools
 import json
 import logging
 import os
-import threading
 import traceback
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -156,14 +155,14 @@ async def test_issue_creates_a_temporary_account(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     previews, provider = fake
-    threads: list[bool] = []
-    real_solve = cloudflare_preview.solve
+    solved: list[tuple[int, int]] = []
+    real_solve = cloudflare_preview.solve_elsewhere
 
-    def spy(seed: str, k: int, g: int) -> str:
-        threads.append(threading.current_thread() is threading.main_thread())
-        return real_solve(seed, k, g)
+    async def spy(seed: str, k: int, g: int) -> str:
+        solved.append((k, g))
+        return await real_solve(seed, k, g)
 
-    monkeypatch.setattr(cloudflare_preview, "solve", spy)
+    monkeypatch.setattr(cloudflare_preview, "solve_elsewhere", spy)
     recorded: list[AccountRef] = []
 
     async def record(ref: AccountRef) -> None:
@@ -171,7 +170,7 @@ async def test_issue_creates_a_temporary_account(
 
     await provider.validate(request())
     issued = await provider.issue(request(), record)
-    assert threads == [False]  # solved off the event loop's thread
+    assert len(solved) == 1  # in the proof-of-work process, never on a thread of this one
     assert issued.secret_data == {
         "CLOUDFLARE_ACCOUNT_ID": ACCOUNT_ID,
         "CLOUDFLARE_API_TOKEN": API_TOKEN,
@@ -247,7 +246,11 @@ async def test_rejected_solution_and_no_claim_url_in_errors(
     fake: tuple[FakePreviews, CloudflareProvider], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, provider = fake
-    monkeypatch.setattr(cloudflare_preview, "solve", lambda seed, k, g: base64.b64encode(b"0" * 32).decode())
+
+    async def wrong(seed: str, k: int, g: int) -> str:
+        return base64.b64encode(b"0" * 32).decode()
+
+    monkeypatch.setattr(cloudflare_preview, "solve_elsewhere", wrong)
 
     async def record(ref: AccountRef) -> None:
         raise AssertionError("nothing created")
@@ -278,3 +281,18 @@ async def test_incomplete_answer_records_nothing() -> None:
             await provider.issue(request(), record)
     assert recorded == []  # the account is left to Cloudflare's 60-minute deletion; a retry makes a new one
     assert API_TOKEN not in str(caught.value)
+
+
+# -- where the proof of work runs ---------------------------------------------------------------------
+async def test_the_proof_of_work_runs_in_its_own_process_and_gives_the_same_answer() -> None:
+    # Before: asyncio.to_thread(solve, ...) — the hashing loop holds the GIL, so a burst of
+    # temporary-account requests stalled the event loop and every Kubernetes call for minutes.
+    seed = base64.urlsafe_b64encode(b"s" * 32).decode()
+    assert await cloudflare_preview.solve_elsewhere(seed, 3, 50) == cloudflare_preview.solve(seed, 3, 50)
+    worker = cloudflare_preview._pow_pool().submit(os.getpid).result(timeout=30)
+    assert worker != os.getpid()
+
+
+async def test_a_bad_challenge_fails_in_the_worker_as_a_value_error() -> None:
+    with pytest.raises(ValueError, match="both must be at least 1"):
+        await cloudflare_preview.solve_elsewhere("AAAA", 0, 1)

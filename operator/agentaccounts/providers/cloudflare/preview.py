@@ -18,10 +18,13 @@ keep the event loop -- and every other AgentAccount -- responsive.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import base64
 import hashlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +69,31 @@ def solve(seed: str, k: int, g: int) -> str:
     return base64.b64encode(b"".join(checkpoints)).decode("ascii")
 
 
+# Proof of work in another process. Hashing 32-byte digests in a Python loop holds the GIL (hashlib
+# releases it only for large inputs), so in a thread it stalls the event loop and every Kubernetes
+# call (each runs in a worker thread) for as long as it runs: a burst of temporary-account requests
+# starved expiries for minutes. One worker process, made on first use ("spawn": never fork a process
+# that runs threads): a burst queues here and takes one core, never both.
+_POW_POOL: ProcessPoolExecutor | None = None
+
+
+def _pow_pool() -> ProcessPoolExecutor:
+    global _POW_POOL
+    if _POW_POOL is None:
+        _POW_POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return _POW_POOL
+
+
+async def solve_elsewhere(seed: str, k: int, g: int) -> str:
+    """`solve` in the proof-of-work process; its ValueError comes back as itself."""
+    global _POW_POOL
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_pow_pool(), solve, seed, k, g)
+    except BrokenProcessPool as exc:  # the worker died (killed, out of memory): a fresh one next time
+        _POW_POOL = None
+        raise ProviderUnavailable("the proof-of-work process died; retrying", delay=5.0) from exc
+
+
 class PreviewFlow:
     """Create temporary accounts; revoking is a no-op because Cloudflare offers nothing to call."""
 
@@ -96,7 +124,7 @@ class PreviewFlow:
         what = "the preview challenge"
         seed, k, g = (pick(challenge, what, key) for key in ("seed", "k", "g"))
         try:
-            checkpoints = await asyncio.to_thread(solve, str(seed), int(k), int(g))
+            checkpoints = await solve_elsewhere(str(seed), int(k), int(g))
         except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
             raise ProviderUnavailable(f"cannot solve Cloudflare's challenge: {exc}", delay=60.0) from exc
         body = {**TERMS, "challengeToken": pick(challenge, what, "challengeToken")}
