@@ -18,10 +18,10 @@ keep the event loop -- and every other AgentAccount -- responsive.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import base64
 import hashlib
 import logging
+import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
