@@ -50,6 +50,20 @@ class RunningCluster:
         )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--large",
+        action="store_true",
+        help="reliability suites at full size, for the figures in tests/reliability/RESULTS.md",
+    )
+
+
+@pytest.fixture(scope="session")
+def large(request: pytest.FixtureRequest) -> bool:
+    """True with --large: reliability suites run at the size their RESULTS.md figures come from."""
+    return bool(request.config.getoption("--large"))
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield

@@ -162,9 +162,16 @@ class Kube:
         return await self._obj(f"get {kind} {namespace}/{name}", self._method("read", kind), name, namespace)
 
     async def list_objects(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
-        result = await self._call(
-            f"list {kind} in {namespace}", self._method("list", kind), namespace, label_selector=selector
-        )
+        """Objects of `kind` matching `selector` in `namespace` ("" = every namespace)."""
+        args: tuple[str, ...] = (namespace,)
+        if namespace:
+            fn, where = self._method("list", kind), namespace
+        else:
+            spec = _KINDS[kind]
+            api = getattr(client, spec.api)(self.api_client)
+            noun = spec.noun.removeprefix("namespaced_")
+            fn, args, where = getattr(api, f"list_{noun}_for_all_namespaces"), (), "all namespaces"
+        result = await self._call(f"list {kind} in {where}", fn, *args, label_selector=selector)
         return list((result or {}).get("items", []))
 
     async def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:

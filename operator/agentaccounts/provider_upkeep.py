@@ -4,9 +4,10 @@ Status: `status.type` (the printer column) and a `Ready` condition saying whethe
 used — a malformed spec or a missing parent-token Secret shows up on the provider itself, not only on
 every AgentAccount that references it.
 
-Orphan sweep (for provider types that declare one, e.g. Cloudflare token mode): a crash between
-"identity created" and "identity written to status" leaves something at the provider that no
-AgentAccount records. Every `orphan_sweep_seconds` (a kopf timer registered with that interval), each
+Orphan sweep (for provider types that declare one: Cloudflare token mode, Kubernetes): a crash
+between "identity created" and "identity written to status", or an AgentAccount whose finalizer was
+removed by hand (or force-deleted while the operator was down), leaves something at the provider that
+no AgentAccount records. Every `orphan_sweep_seconds` (a kopf timer registered with that interval), each
 such provider deletes what carries our marker but no live AgentAccount UID. The live set comes from
 the AgentAccounts this operator can see.
 """
@@ -70,8 +71,11 @@ async def sweep(deps: Deps, kind: str, body: dict[str, Any], emit: Emit) -> list
     if sweeper is None:
         return []
     provider = await provider_for(provider_obj, deps)
-    live = {a["metadata"]["uid"] for a in await _accounts(deps)}
-    deleted = await sweeper(provider, live, deps)
+
+    async def live_uids() -> set[str]:
+        return {a["metadata"]["uid"] for a in await _accounts(deps)}
+
+    deleted = await sweeper(provider, live_uids, deps)
     for item in deleted:
         message = f"deleted {provider.type} identity {item}: no live AgentAccount records it"
         emit("Normal", "OrphanDeleted", message)

@@ -78,14 +78,22 @@ class OperatorProcess:
             wait_for(self._healthy, 30, "the operator's liveness endpoint")
             if (env or {}).get("AGENTACCOUNTS_WEBHOOK_PORT") != "0":
                 probe = namespaces[0] if namespaces else "default"
-                wait_for(lambda: admission_ready(kubeconfig, probe), 60, "the operator's admission webhook")
+                wait_for(
+                    lambda: self._alive() and admission_ready(kubeconfig, probe),
+                    60,
+                    "the operator's admission webhook",
+                )
         except AssertionError as exc:
             # Never leak a half-started operator into later tests; say what it printed.
             self.stop()
             raise AssertionError(f"{exc}\n--- operator log ---\n{self.output()[-6000:]}") from None
 
+    def _alive(self) -> bool:
+        assert self.proc.poll() is None, f"operator exited early (code {self.proc.returncode})"
+        return True
+
     def _healthy(self) -> bool:
-        assert self.proc.poll() is None, f"operator exited early:\n{self.output()}"
+        self._alive()
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1) as resp:
                 return resp.status == 200

@@ -289,12 +289,13 @@ class FakeKube:
         return copy.deepcopy(self.objects[kind].get((namespace, name)))
 
     async def list_objects(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Like Kube.list_objects: namespace "" lists every namespace."""
         self._record("list_objects", kind, namespace, selector)
         self._builtin(kind)
         return [
             copy.deepcopy(body)
             for (ns, _), body in sorted(self.objects[kind].items())
-            if ns == namespace and selector_matches(selector, _labels(body))
+            if namespace in ("", ns) and selector_matches(selector, _labels(body))
         ]
 
     async def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ provider-side identities no live AgentAccount records; the Cloudflare API is an 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -14,7 +15,7 @@ from typing import Any, cast
 import httpx
 import pytest
 
-from agentaccounts import provider_upkeep
+from agentaccounts import ownership, provider_upkeep
 from agentaccounts.clock import rfc3339
 from agentaccounts.kube import Kube
 from agentaccounts.providers.base import Deps
@@ -168,13 +169,74 @@ async def test_the_transition_time_stays_while_readiness_does_not_change(rig: Ri
 # -- sweep ----------------------------------------------------------------------------------------
 
 
-async def test_sweeping_a_kubernetes_provider_does_nothing(rig: Rig) -> None:
+def _issued_objects(kube: FakeKube, namespace: str, name: str, uid: str) -> None:
+    meta = ownership.metadata(f"agentaccount-{name}", namespace, name, uid)
+    for kind in ("ServiceAccount", "Role", "RoleBinding"):
+        kube.add_object(kind, {"metadata": copy.deepcopy(meta)})
+    kube.add_secret(namespace, f"{name}-credentials", ownership.labels(name, uid))
+
+
+async def _sweep_kubernetes(rig: Rig, **settings: Any) -> list[str]:
+    return await provider_upkeep.sweep(
+        rig.deps(**settings), "AccountProvider", provider({"kubernetes": {}}), rig.emit
+    )
+
+
+def _account(kube: FakeKube, namespace: str, name: str, uid: str) -> None:
+    kube.add("AgentAccount", {"metadata": {"name": name, "namespace": namespace, "uid": uid}, "spec": {}})
+
+
+async def test_sweeping_with_nothing_orphaned_deletes_nothing_and_sends_nothing(rig: Rig) -> None:
+    _account(rig.kube, NS, "alive", "uid-alive")
+    _issued_objects(rig.kube, NS, "alive", "uid-alive")
     deleted = await provider_upkeep.sweep(
         rig.deps(), "AccountProvider", provider({"kubernetes": {}}), rig.emit
     )
 
-    assert deleted == []
-    assert rig.kube.calls == [] and rig.sent == [] and rig.events == []
+    assert deleted == [] and rig.sent == [] and rig.events == []
+    assert not rig.kube.called("delete_labelled")
+
+
+async def test_sweeping_a_kubernetes_provider_deletes_what_a_gone_account_left(rig: Rig) -> None:
+    # The AgentAccount's finalizer was removed by hand: its objects carry a UID no account has.
+    _account(rig.kube, NS, "alive", "uid-alive")
+    _issued_objects(rig.kube, NS, "alive", "uid-alive")
+    _issued_objects(rig.kube, "elsewhere", "gone", "uid-gone")
+
+    deleted = await provider_upkeep.sweep(
+        rig.deps(), "AccountProvider", provider({"kubernetes": {}}), rig.emit
+    )
+
+    assert deleted == [f"elsewhere/{ownership.UID_LABEL}=uid-gone"]
+    for kind in ("ServiceAccount", "Role", "RoleBinding", "Secret"):
+        assert rig.kube.names(kind, "elsewhere", ownership.selector("uid-gone")) == []
+        assert rig.kube.names(kind, NS, ownership.selector("uid-alive")) != []
+    assert [reason for _, reason, _ in rig.events] == ["OrphanDeleted"]
+
+
+async def test_the_kubernetes_sweep_stays_in_the_watched_namespaces(rig: Rig) -> None:
+    _issued_objects(rig.kube, "elsewhere", "gone", "uid-gone")
+    assert await _sweep_kubernetes(rig, namespaces=[NS]) == []
+    assert rig.kube.names("ServiceAccount", "elsewhere", ownership.selector("uid-gone")) != []
+
+
+async def test_the_kubernetes_sweep_reads_the_live_set_after_listing_candidates(rig: Rig) -> None:
+    # An account issued between the two reads must never look orphaned: its Role can only exist after
+    # the account does, so listing Roles first and accounts second never misses it.
+    real_list_objects = rig.kube.list_objects
+
+    async def list_then_issue(kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        found = await real_list_objects(kind, namespace, selector)
+        _account(rig.kube, NS, "new", "uid-new")
+        _issued_objects(rig.kube, NS, "new", "uid-new")
+        return found
+
+    rig.kube.list_objects = list_then_issue  # type: ignore[method-assign]
+    assert (
+        await provider_upkeep.sweep(rig.deps(), "AccountProvider", provider({"kubernetes": {}}), rig.emit)
+        == []
+    )
+    assert rig.kube.names("ServiceAccount", NS, ownership.selector("uid-new")) != []
 
 
 async def test_sweeping_a_malformed_provider_does_nothing(rig: Rig) -> None:

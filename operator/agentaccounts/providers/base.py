@@ -115,7 +115,9 @@ class Reviewer(Protocol):
 
 Builder = Callable[[ProviderObject, Deps], Awaitable[Provider]]
 Admit = Callable[[AgentAccount, Requester, Reviewer], Awaitable[None]]
-Sweep = Callable[[Provider, set[str], Deps], Awaitable[list[str]]]
+# (provider, live AgentAccount UIDs — call it AFTER listing candidates, so that anything listed was
+# made before the live set was read —, deps) -> what was deleted
+Sweep = Callable[[Provider, Callable[[], Awaitable[set[str]]], Deps], Awaitable[list[str]]]
 GrantsSecret = Callable[[Kube, str, str, str], Awaitable[str | None]]  # (kube, namespace, secret, uid)
 
 

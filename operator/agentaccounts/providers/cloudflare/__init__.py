@@ -17,6 +17,7 @@ parent token is read or any request is sent.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from agentaccounts.errors import InvalidSpec, NotPermitted, ProviderNotFound
@@ -88,13 +89,14 @@ async def admit(account: AgentAccount, requester: Requester, reviewer: Reviewer)
         raise NotPermitted(f"rule never-grantable: {exc.message}") from None
 
 
-async def sweep(provider: Provider, live: set[str], deps: Deps) -> list[str]:
+async def sweep(provider: Provider, live_uids: Callable[[], Awaitable[set[str]]], deps: Deps) -> list[str]:
     """Delete this provider's tokens whose AgentAccount is gone (mode token; nothing for temporary
-    accounts). Only the watched namespaces' accounts are known: other namespaces' tokens are spared."""
+    accounts). Only the watched namespaces' accounts are known: other namespaces' tokens are spared.
+    Tokens are listed after the live set is read; their minimum age spares an account being issued."""
     assert isinstance(provider, CloudflareProvider)
     settings = deps.settings
     return await provider.sweep_orphans(
-        live,
+        await live_uids(),
         min_age=timedelta(seconds=settings.cloudflare_orphan_min_age_seconds),
         namespaces=set(settings.namespaces) if settings.namespaces else None,
     )

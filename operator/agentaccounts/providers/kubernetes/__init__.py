@@ -11,6 +11,7 @@ the requester (a SubjectAccessReview each), after the never-grantable rules.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from agentaccounts import ownership
 from agentaccounts.errors import NotPermitted
@@ -66,6 +67,35 @@ async def admit(account: AgentAccount, requester: Requester, reviewer: Reviewer)
         )
 
 
+SWEPT_KINDS = ("ServiceAccount", "RoleBinding", "Role", "Secret")  # revocation's order: access ends first
+
+
+async def sweep(provider: Provider, live_uids: Callable[[], Awaitable[set[str]]], deps: Deps) -> list[str]:
+    """Delete what carries our UID label when its AgentAccount is gone (its finalizer removed by hand,
+    or force-deleted while the operator was down). The garbage collector usually gets there first
+    (every object has an owner reference); this holds even where the references were stripped.
+
+    Candidates are our Roles (every issued account has one, and the operator may list Roles, never
+    Secrets), listed BEFORE the live set is read: a Role exists only after its AgentAccount does, so a
+    Role whose UID is not live afterwards belongs to an account that is gone. Each orphan's four kinds
+    are then deleted by its UID label, in the namespaces this operator watches."""
+    selector = ",".join(f"{k}={v}" for k, v in ownership.MANAGED_BY.items())
+    namespaces = deps.settings.namespaces or [""]
+    roles = [r for ns in namespaces for r in await deps.kube.list_objects("Role", ns, selector)]
+    live = await live_uids()
+    orphans = sorted(
+        {
+            (role["metadata"]["namespace"], uid)
+            for role in roles
+            if (uid := (role["metadata"].get("labels") or {}).get(ownership.UID_LABEL)) and uid not in live
+        }
+    )
+    for namespace, uid in orphans:
+        for kind in SWEPT_KINDS:
+            await deps.kube.delete_labelled(kind, namespace, ownership.selector(uid))
+    return [f"{namespace}/{ownership.UID_LABEL}={uid}" for namespace, uid in orphans]
+
+
 async def grants_secret(kube: Kube, namespace: str, secret: str, uid: str) -> str | None:
     """The Role of another agent that grants `secret` by name, if any. Roles that grant Secret names
     carry a label, so this is one small list, not a scan of every Role."""
@@ -84,4 +114,5 @@ TYPE = ProviderType(
     granted_secrets=granted_secrets,
     revocable_without_object=True,  # everything it made carries the account's UID label
     grants_secret=grants_secret,
+    sweep=sweep,
 )
