@@ -77,3 +77,14 @@ def test_two_blocks_or_none_are_refused_naming_every_block() -> None:
 
 def _minimal(name: str) -> dict[str, Any]:
     return {"mode": "temporaryAccount"} if name == "cloudflare" else {}
+
+
+def test_every_provider_package_is_in_the_independence_contract() -> None:
+    # A new provider package the contract forgot could import another provider unnoticed.
+    import tomllib
+
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    independent = next(c for c in contracts if c["type"] == "independence")["modules"]
+    assert sorted(independent) == sorted(f"agentaccounts.providers.{name}" for name in TYPES)
+    packages = {p.parent.name for p in (REPO / "operator/agentaccounts/providers").glob("*/__init__.py")}
+    assert packages == set(TYPES), "a provider package that is not in the table (or the reverse)"
