@@ -26,6 +26,7 @@ from agentaccounts.admission import refusal_message
 from agentaccounts.app import App
 from agentaccounts.conditions import Emit
 from agentaccounts.errors import AgentAccountsError, PermanentError, TemporaryError
+from agentaccounts.kube import KubeApiError
 from agentaccounts.settings import Settings
 
 GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
@@ -186,11 +187,29 @@ async def sweep_provider(body: kopf.Body, memo: Any, **_: Any) -> None:
         await provider_upkeep.sweep(_app(memo).deps, body["kind"], dict(body), _emitter(body))
 
 
+# Liveness: kopf's endpoint runs the probes below on each request (cached 10 s). An API server that
+# has not answered anything for this long, and does not answer a GET /version now (within the
+# client's deadline), makes the endpoint fail, so Kubernetes restarts the pod with fresh connections.
+# Watches that die silently are kopf's to restart (settings.watching timeouts); this catches the rest.
+LIVENESS_STALE_SECONDS = 60.0
+
+
+async def api_server_answers(memo: Any, **_: Any) -> dict[str, float]:
+    kube = _app(memo).deps.kube
+    if kube.seconds_since_answer() > LIVENESS_STALE_SECONDS:
+        try:
+            await kube.ping()
+        except KubeApiError as exc:
+            raise kopf.PermanentError(f"the API server does not answer: {exc}") from None
+    return {"apiServerAnsweredSecondsAgo": round(kube.seconds_since_answer(), 1)}
+
+
 def registry(settings: Settings) -> kopf.OperatorRegistry:
     """Every handler, registered with this run's settings."""
     reg = kopf.OperatorRegistry()
     kopf.on.startup(registry=reg)(startup)
     kopf.on.login(registry=reg)(login)
+    kopf.on.probe(id="api-server", errors=kopf.ErrorsMode.PERMANENT, registry=reg)(api_server_answers)
     accounts = (GROUP, "agentaccounts")
     kopf.on.resume(*accounts, registry=reg)(issue)
     kopf.on.create(*accounts, registry=reg)(issue)

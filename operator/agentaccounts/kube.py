@@ -90,6 +90,7 @@ class Kube:
     ) -> None:
         self.api_client = api_client
         self.request_timeout = request_timeout
+        self._last_answer = time.monotonic()  # when the API server last answered anything (liveness)
         self._discovery: tuple[float, dict[str, set[str]]] | None = None
         self._discovery_lock = asyncio.Lock()
 
@@ -123,6 +124,13 @@ class Kube:
     def close(self) -> None:
         self.api_client.close()
 
+    def seconds_since_answer(self) -> float:
+        return time.monotonic() - self._last_answer
+
+    async def ping(self) -> None:
+        """GET /version: KubeApiError (status 0) when the API server does not answer in time."""
+        await self._call("GET /version", client.VersionApi(self.api_client).get_code)
+
     @property
     def server(self) -> str:
         return str(self.api_client.configuration.host)
@@ -141,7 +149,9 @@ class Kube:
         kwargs.setdefault("_request_timeout", self.request_timeout)
         try:
             response = await asyncio.to_thread(fn, *args, _preload_content=False, **kwargs)
+            self._last_answer = time.monotonic()
         except ApiException as exc:
+            self._last_answer = time.monotonic()  # an error status is an answer: the server is there
             if exc.status == 404:
                 return None
             raise _error(exc, what) from None  # the client's exception repr includes request headers

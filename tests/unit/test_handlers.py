@@ -3,11 +3,14 @@ real values (no import-time intervals, no module-global state)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import kopf
+import pytest
 
 from agentaccounts import handlers
+from agentaccounts.kube import KubeApiError
 from agentaccounts.settings import Settings
 
 
@@ -41,3 +44,41 @@ def test_every_account_and_provider_event_has_a_handler() -> None:
     webhooks = {h.id for h in reg._webhooks.get_all_handlers()}
     assert webhooks == {"stamp", "check"}
     assert [d.id for d in _spawned(reg, "DaemonHandler")] == ["expiry"]
+
+
+class _Kube:
+    def __init__(self, silent_for: float, answers: bool) -> None:
+        self.silent_for, self.answers, self.pinged = silent_for, answers, 0
+
+    def seconds_since_answer(self) -> float:
+        return self.silent_for
+
+    async def ping(self) -> None:
+        self.pinged += 1
+        if not self.answers:
+            raise KubeApiError("GET /version: no answer from the API server (ConnectTimeoutError)", 0)
+        self.silent_for = 0.0
+
+
+def _memo(kube: _Kube) -> dict[str, Any]:
+    return {"app": SimpleNamespace(deps=SimpleNamespace(kube=kube))}
+
+
+async def test_liveness_is_healthy_while_the_api_server_answers_without_asking_it() -> None:
+    kube = _Kube(silent_for=3.0, answers=False)
+    assert await handlers.api_server_answers(memo=_memo(kube)) == {"apiServerAnsweredSecondsAgo": 3.0}
+    assert kube.pinged == 0
+
+
+async def test_liveness_asks_the_api_server_after_a_silence_and_fails_if_it_does_not_answer() -> None:
+    kube = _Kube(silent_for=handlers.LIVENESS_STALE_SECONDS + 1, answers=False)
+    with pytest.raises(kopf.PermanentError, match="does not answer"):
+        await handlers.api_server_answers(memo=_memo(kube))
+    recovered = _Kube(silent_for=handlers.LIVENESS_STALE_SECONDS + 1, answers=True)
+    assert await handlers.api_server_answers(memo=_memo(recovered)) == {"apiServerAnsweredSecondsAgo": 0.0}
+
+
+def test_the_api_server_probe_fails_at_once_instead_of_retrying() -> None:
+    probes = handlers.registry(Settings())._activities.get_all_handlers()
+    probe = next(h for h in probes if h.id == "api-server")
+    assert probe.errors == kopf.ErrorsMode.PERMANENT

@@ -59,8 +59,9 @@ def _kube(host: str) -> Kube:
         lambda kube: kube.get_custom("AgentAccount", "ns", "name"),
         lambda kube: kube.delete_labelled("ServiceAccount", "ns", "a=b"),
         lambda kube: kube.served_resources(),
+        lambda kube: kube.ping(),
     ],
-    ids=["get", "get_custom", "delete_labelled", "discovery"],
+    ids=["get", "get_custom", "delete_labelled", "discovery", "ping"],
 )
 async def test_a_call_to_a_server_that_never_answers_fails_within_its_deadline(
     silent_server: str, call
@@ -74,3 +75,14 @@ async def test_a_call_to_a_server_that_never_answers_fails_within_its_deadline(
         kube.close()
     assert caught.value.status == 0 and "no answer from the API server" in str(caught.value)
     assert time.monotonic() - started < 5
+
+
+async def test_silence_is_measured_from_the_last_answer(silent_server: str) -> None:
+    kube = _kube(silent_server)
+    try:
+        before = kube.seconds_since_answer()
+        with pytest.raises(KubeApiError):
+            await kube.ping()
+        assert kube.seconds_since_answer() > before + 0.4  # no answer: the silence only grew
+    finally:
+        kube.close()
