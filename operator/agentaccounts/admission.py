@@ -15,12 +15,22 @@ approve|deny") are turned into a signed approval stamp.
 Validating (check): the same checks reconcile runs before issuing, as the stamped requester; for an
 approval, RBAC verb `approve` on the provider. Updates that change neither spec nor approval (kopf's
 finalizer and annotations, labels) pass without any API call.
+
+Shortening (`agentaccounts revoke`, or `extend` to less): an UPDATE of an issued account whose spec is
+unchanged but for a `lifetime` that ends it no later than it ends now keeps its requester and approval
+(re-signed over the new spec, the editor recorded in the signed payload) and passes without the
+policy and delegation checks. It can only end sooner what exists: providerRef, scopes, secretName,
+dryRun are the same (and providerRef and scopes are fixed once issued anyway), and reconcile still
+checks everything again, as the original requester, before it touches the identity. Anyone who may
+update the AgentAccount may also delete it, so this grants nothing new; without it, someone who may
+update an account but not hold its permissions could not end it while keeping the audit record.
+Every other edit, a longer lifetime included, re-stamps the editor and is judged in full.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from agentaccounts import stamps
@@ -53,6 +63,27 @@ def _spec_changed(body: dict[str, Any], old: dict[str, Any] | None) -> bool:
         return body.get("spec") != old.get("spec")
 
 
+def _shortened(body: dict[str, Any], old: dict[str, Any] | None) -> AgentAccount | None:
+    """The stored account (parsed) when this update only shortens it: it was issued, the new spec is
+    the old one but for lifetime (and keepExpiredFor, outside every signature), and the new lifetime
+    is positive, shorter than the old one and ends it no later than status.expiresAt. Else None."""
+    if old is None or not _spec_changed(body, old):
+        return None
+    try:
+        new, before = AgentAccount.from_body(body), AgentAccount.from_body(old)
+    except ValueError:
+        return None
+    issued_at, expires_at, lifetime = before.status.issued_at, before.status.expires_at, new.spec.lifetime
+    if issued_at is None or expires_at is None or lifetime is None or lifetime <= timedelta(0):
+        return None
+    if issued_at + lifetime > expires_at:
+        return None
+    if before.spec.lifetime is not None and lifetime >= before.spec.lifetime:
+        return None
+    same = {"lifetime", "keep_expired_for"}
+    return before if new.spec.model_dump(exclude=same) == before.spec.model_dump(exclude=same) else None
+
+
 def _approval_requested(body: dict[str, Any]) -> str | None:
     """The decision an approver asks for. mutate removes the request once it is signed, so asking
     again (after an edit, or over a value written at create) always counts."""
@@ -82,6 +113,23 @@ class Admission:
         current, previous = _annotations(body), _annotations(old)
         spec = body.get("spec") or {}
         changes: dict[str, str | None] = {stamps.APPROVAL_REQUEST: None}
+        before = _shortened(body, old) if operation == "UPDATE" else None
+        kept = None
+        if before is not None:
+            kept = self.signer.shortened_stamp(
+                namespace,
+                before.uid,
+                (old or {}).get("spec") or {},
+                previous,
+                before.created_at,
+                spec,
+                requester.username,
+                self.now(),
+            )
+        if kept is not None:
+            # Only shortened: the requester whose rights it was issued on stays its requester.
+            changes.update(kept)
+            return {k: v for k, v in changes.items() if current.get(k) != v}
         if operation == "CREATE" or _spec_changed(body, old):
             changes.update(self.signer.requester_stamp(namespace, spec, requester, self.now()))
             changes.update({stamps.APPROVED_BY: None, stamps.APPROVAL_SIGNATURE: None})
@@ -108,6 +156,8 @@ class Admission:
         )
         if not spec_changed and not approving:
             return
+        if operation == "UPDATE" and self._only_shortened(body, old):
+            return  # it can only end sooner what was checked when issued (module docstring)
         try:
             account = AgentAccount.from_body(body)
         except ValueError as exc:
@@ -132,6 +182,22 @@ class Admission:
             refusal = await self.access.check_quota(account, provider, issued_only=False)
             if refusal:
                 raise QuotaExceeded(refusal)
+
+    def _only_shortened(self, body: dict[str, Any], old: dict[str, Any] | None) -> bool:
+        """A shortening (see `_shortened`) that kept the stored account's genuine requester stamp."""
+        before = _shortened(body, old)
+        if before is None:
+            return False
+        try:
+            kept = self.signer.verified_requester(
+                before.namespace, (old or {}).get("spec") or {}, before.annotations, before.created_at
+            )
+            stamped = self.signer.verified_requester(
+                before.namespace, body.get("spec") or {}, _annotations(body), before.created_at
+            )
+        except NotPermitted:
+            return False
+        return kept == stamped
 
 
 def refusal_message(exc: AgentAccountsError) -> str:

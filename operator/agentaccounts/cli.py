@@ -2,9 +2,13 @@
 
     agentaccounts run [--namespace NS ... | --all-namespaces] [--metrics-port N] [--liveness URL]
     agentaccounts demo                  # needs a cluster with the CRDs installed ($KUBECONFIG)
-    agentaccounts request NAME --scope get,list:configmaps --lifetime 30m [--wait]
+    agentaccounts request --provider P --scope get,list:configmaps --lifetime 30m --output env
+    agentaccounts list | status NAME | extend NAME --lifetime 2h | revoke NAME | approve/deny NAME
+    agentaccounts mcp                   # the same as MCP tools, over stdio
 
-Flags override AGENTACCOUNTS_* environment variables (see settings.py).
+The client commands (request ... mcp) live in client/ and act with the caller's own identity; they are
+also installed as `kubectl-agentaccounts`, so `kubectl agentaccounts list` works. Flags override
+AGENTACCOUNTS_* environment variables (see settings.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentaccounts import __version__, app, leader, metrics
+from agentaccounts.client import commands
 from agentaccounts.kube import Kube, KubeConfigError, LeaseStore
 from agentaccounts.settings import Settings
 
@@ -67,7 +72,13 @@ class QuietKopf(logging.Filter):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="agentaccounts", description=__doc__.splitlines()[0])
+    plugin = os.path.basename(sys.argv[0]).startswith("kubectl-")  # run by kubectl's plugin lookup
+    parser = argparse.ArgumentParser(
+        prog="kubectl agentaccounts" if plugin else "agentaccounts",
+        description=__doc__.splitlines()[0],
+        epilog=commands.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -105,34 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="walk through an AgentAccount's life on the current cluster")
 
-    request = sub.add_parser("request", help="ask for an identity (creates an AgentAccount)")
-    request.add_argument("name")
-    request.add_argument("-n", "--namespace", default="default")
-    request.add_argument("--provider", default="in-cluster", help="provider name")
-    request.add_argument(
-        "--provider-kind",
-        default="ClusterAccountProvider",
-        choices=["AccountProvider", "ClusterAccountProvider"],
-    )
-    request.add_argument(
-        "--scope",
-        action="append",
-        required=True,
-        metavar="VERBS:RESOURCES",
-        help="e.g. get,list:configmaps,deployments.apps (repeatable)",
-    )
-    request.add_argument("--lifetime", help="e.g. 30m (default: the provider's defaultLifetime)")
-    request.add_argument("--wait", action="store_true", help="wait until Ready and print the Secret name")
-    request.add_argument("--timeout", type=float, default=60.0)
-
-    for verb in ("approve", "deny"):
-        decide = sub.add_parser(
-            verb,
-            help=f"{verb} an AgentAccount whose provider requires approval "
-            "(needs RBAC verb 'approve' on the provider)",
-        )
-        decide.add_argument("name")
-        decide.add_argument("-n", "--namespace", default="default")
+    commands.add_parsers(sub)  # request, list, status, extend, revoke, approve, deny, mcp
     return parser
 
 
@@ -227,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[handler])
     for noisy in ("kubernetes", "urllib3", "httpx", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command in commands.COMMANDS:
+        try:
+            return commands.run(args)
+        except KeyboardInterrupt:
+            return 130
     try:
         kube = Kube.connect(args.kubeconfig)
     except KubeConfigError as exc:
@@ -235,17 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return asyncio.run(_run_until_signal(_settings(args), kube))
-        if args.command == "demo":
-            from agentaccounts import demo
+        from agentaccounts import demo  # the only other command
 
-            return asyncio.run(demo.main(kube))
-        if args.command in ("approve", "deny"):
-            from agentaccounts.request import decide
-
-            return asyncio.run(decide(kube, args.namespace, args.name, args.command))
-        from agentaccounts.request import main as request_main
-
-        return asyncio.run(request_main(kube, args))
+        return asyncio.run(demo.main(kube))
     except KeyboardInterrupt:
         return 130
     finally:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from agentaccounts import ownership
+from agentaccounts.access import secret_refs
 from agentaccounts.clock import rfc3339
 from agentaccounts.errors import ProviderUnavailable, SecretConflict
 from agentaccounts.kube import AlreadyExists, Kube
@@ -28,13 +29,22 @@ class CredentialSecrets:
         self.kube = kube
 
     async def check(self, account: AgentAccount) -> dict[str, Any] | None:
-        """The account's Secret if it exists and is ours; SecretConflict (untouched) if it is not."""
+        """The account's Secret if it exists and is ours; SecretConflict (untouched) if it is not, or if
+        a provider reads its own credential from that name (a Secret that does not exist yet must not
+        become the place a provider later takes the agent's token from as its parent token)."""
         secret = await self.kube.get("Secret", account.namespace, account.secret_name)
         if secret is not None and not ownership.owned_by(secret, account.uid):
             raise SecretConflict(
                 f"Secret {account.namespace}/{account.secret_name} already exists and is not "
                 "managed by this AgentAccount; it was left untouched. Delete it or set spec.secretName"
             )
+        for kind, where in (("ClusterAccountProvider", ""), ("AccountProvider", account.namespace)):
+            for body in await self.kube.list_custom(kind, where):
+                if (account.namespace, account.secret_name) in secret_refs(body.get("spec") or {}, where):
+                    raise SecretConflict(
+                        f"Secret name {account.secret_name!r} is where {kind} {body['metadata']['name']} "
+                        "reads its own credential from; set spec.secretName to another name"
+                    )
         return secret
 
     async def check_not_granted(self, account: AgentAccount) -> None:

@@ -109,9 +109,13 @@ def _translated() -> Iterator[None]:
 async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     ours = _app(memo).settings
     settings.persistence.finalizer = "agentaccounts.dev/revoke"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agentaccounts.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="agentaccounts.dev", key="last-handled-configuration"
+    # kopf's bookkeeping lives in status (status.kopf), never in annotations: anyone who may patch an
+    # AgentAccount may write its annotations, and a forged "the delete handler succeeded" there made
+    # kopf drop the finalizer without revoking. Status is written through its subresource, which only
+    # the operator (and cluster admins, who can remove a finalizer anyway) may patch.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
+        field="status.kopf.lastHandledConfiguration"
     )
     settings.watching.server_timeout = ours.watch_server_timeout
     settings.watching.client_timeout = ours.watch_client_timeout

@@ -38,11 +38,14 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 class KubeApiError(Exception):
-    """An API call failed for a reason other than 404/409. `status` is the HTTP status (0: no answer)."""
+    """An API call failed for a reason other than 404/409. `status` is the HTTP status (0: no answer);
+    `detail` the API server's own message (its Status object's `message`, e.g. the admission webhook's
+    refusal naming the rule), "" when there was none. Neither ever holds a request's content."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail
 
 
 class KubeConfigError(Exception):
@@ -59,11 +62,22 @@ class Conflict(KubeApiError):
 
 def _error(exc: ApiException, what: str) -> KubeApiError:
     reason = exc.reason or "error"
+    detail = _status_message(exc.body)
     if exc.status == 409:
         kind = AlreadyExists if "AlreadyExists" in (exc.body or "") else Conflict
-        return kind(f"{what}: {reason}", 409)
+        return kind(f"{what}: {reason}", 409, detail)
     # The body is the API server's Status object: safe (no request echo), useful (the message).
-    return KubeApiError(f"{what}: HTTP {exc.status} {reason}", exc.status or 0)
+    return KubeApiError(f"{what}: HTTP {exc.status} {reason}", exc.status or 0, detail)
+
+
+def _status_message(body: Any) -> str:
+    """The `message` of a Status response body; "" for anything else."""
+    try:
+        status = json.loads(body) if isinstance(body, str | bytes) else None
+    except ValueError:
+        return ""
+    message = status.get("message") if isinstance(status, dict) else None
+    return str(message) if isinstance(message, str) else ""
 
 
 @dataclass(frozen=True)
@@ -367,6 +381,20 @@ class Kube:
             {"metadata": {"annotations": annotations}},
         )
 
+    async def patch_account(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """JSON merge patch of an AgentAccount (e.g. {"spec": {"lifetime": "2h"}}); the stored object,
+        or None when there is none. Admission judges it as the caller (the CLI's `extend`/`revoke`)."""
+        return await self._obj(
+            f"patch AgentAccount {namespace}/{name}",
+            self._custom().patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "agentaccounts",
+            name,
+            patch,
+        )
+
     async def delete_account(self, namespace: str, name: str, uid: str) -> None:
         api = self._custom()
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
@@ -505,6 +533,26 @@ class LeaseStore:
             if exc.status == 409:
                 raise leader.Conflict(str(exc)) from None
             raise
+
+
+def context_namespace(kubeconfig: str | None = None) -> str | None:
+    """The namespace a client should default to, as kubectl does: the current context's, else (in a
+    pod) the pod's own; None when neither says."""
+    try:
+        _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        namespace = ((active or {}).get("context") or {}).get("namespace")
+        if namespace:
+            return str(namespace)
+    except (config.ConfigException, OSError, ValueError):
+        pass
+    try:
+        with open(_POD_NAMESPACE, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+_POD_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def connection_info(kube: Kube) -> dict[str, Any]:

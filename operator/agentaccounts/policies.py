@@ -32,6 +32,9 @@ class Decision:
     at: datetime | None = None  # for "wait": when to look again
 
 
+CLOCK_SKEW = timedelta(seconds=60)  # between the API server's creationTimestamp and our clock
+
+
 def lifetime_of(account: AgentAccount, provider: ProviderSpecBase) -> timedelta:
     return account.spec.lifetime if account.spec.lifetime is not None else provider.default_lifetime
 
@@ -55,6 +58,13 @@ def expiry(account: AgentAccount, provider: ProviderSpecBase, now: datetime) -> 
     """(issuedAt, expiresAt). The lifetime counts from the first issue, which status remembers, so a
     restart or a re-issue never extends an identity; a lifetime edit moves expiresAt from issuedAt."""
     issued_at = account.status.issued_at or now
+    # status.issuedAt is trusted only as far as it can only shorten a lifetime: an issue cannot lie in
+    # the future, nor before the account existed (a hand-written 2099 would otherwise extend the
+    # identity far past policy.maxLifetime).
+    if issued_at > now:
+        issued_at = now
+    if account.created_at is not None and issued_at < account.created_at - CLOCK_SKEW:
+        issued_at = account.created_at
     return issued_at, issued_at + lifetime_of(account, provider)
 
 
@@ -152,9 +162,10 @@ def check_allowed_scopes(
 def active_accounts(
     bodies: list[dict[str, Any]], kind: str, name: str, exclude_uid: str, issued_only: bool
 ) -> int:
-    """Live AgentAccounts of one namespace that use provider kind/name: neither Expired, Failed nor
-    being deleted. `issued_only` counts only those that reached issue (status.issuedAt), which is what
-    the reconcile-time quota needs: accounts still waiting must not hold each other up."""
+    """Live AgentAccounts of one namespace that use provider kind/name: neither Expired, Failed (unless
+    its identity is still live) nor being deleted. `issued_only` counts only those that reached issue
+    (status.issuedAt), which is what the reconcile-time quota needs: accounts still waiting must not
+    hold each other up."""
     count = 0
     for body in bodies:
         meta, spec, status = body.get("metadata") or {}, body.get("spec") or {}, body.get("status") or {}
@@ -163,7 +174,12 @@ def active_accounts(
             continue
         if (ref.get("kind") or "AccountProvider", ref.get("name")) != (kind, name):
             continue
-        if status.get("phase") in ("Expired", "Failed", "DryRun") or (spec.get("dryRun") is True):
+        live_identity = bool(status.get("accountRef")) and not status.get("revokedAt")
+        if status.get("phase") in ("Expired", "DryRun") or spec.get("dryRun") is True:
+            continue
+        if status.get("phase") == "Failed" and not live_identity:
+            continue  # a Failed account whose identity still lives (a refused edit) still counts
+        if issued_only and not status.get("issuedAt"):
             continue
         if issued_only and not status.get("issuedAt"):
             continue

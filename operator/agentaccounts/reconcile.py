@@ -97,6 +97,14 @@ class Reconciler:
             decision = policies.on_change(account, self.now())
             if decision.action == "skip":
                 return None
+            ended = self._ended_early(account)
+            if ended is not None:
+                # Shortened into the past (`agentaccounts revoke`): nothing to issue, only to end. The
+                # new expiresAt is recorded and the timer (woken by the handler) revokes at once; no
+                # check is needed to end what exists, and no token is minted just to be revoked.
+                patch = {"expiresAt": rfc3339(ended), "observedGeneration": account.generation}
+                await self.status.patch(account, patch)
+                return patch
             return await self._issue(account, body.get("spec") or {}, current, emit)
         except AgentAccountsError as exc:
             meta = body.get("metadata", {})
@@ -156,6 +164,14 @@ class Reconciler:
         return await self.status.issued(
             account, provider.type, issued, expires_at, timing, current, started, emit
         )
+
+    def _ended_early(self, account: AgentAccount) -> datetime | None:
+        """The new expiry of an issued account whose edited lifetime already ran out, else None."""
+        issued_at, lifetime = account.status.issued_at, account.spec.lifetime
+        if issued_at is None or lifetime is None or account.status.phase != "Ready":
+            return None
+        expires_at = issued_at + lifetime
+        return expires_at if expires_at <= self.now() else None
 
     def _approval(
         self, account: AgentAccount, raw_spec: dict[str, Any], provider: ProviderObject

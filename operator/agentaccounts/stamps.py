@@ -22,6 +22,11 @@ What the signature covers, and why:
   refused, so a stamp copied from a deleted account cannot be replayed onto a new one. The object's
   name and uid are not covered because a mutating webhook does not see them for generateName creates.
 Approval stamps (`approved-by`) carry the object's uid, which exists by the time anyone approves.
+
+One edit keeps the stamps instead of re-stamping the editor: a lifetime that only ends an issued
+account sooner (admission.py decides that). `shortened_stamp` re-signs the same requester and
+approval over the shortened spec and records the editor in the signed payload (`shortenedBy`), so
+reconcile still checks everything as the requester whose rights the account was issued on.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ REQUESTER_SIGNATURE = PREFIX + "requester-signature"
 APPROVAL_REQUEST = PREFIX + "approval"  # what an approver writes: "approve" or "deny" (agentaccounts approve)
 APPROVED_BY = PREFIX + "approved-by"  # {"decision", "by", "at"}: written by the webhook only
 APPROVAL_SIGNATURE = PREFIX + "approval-signature"
+SHORTENED_BY = "shortenedBy"  # in the requester payload: {"username", "at"} of the last shortening
 STAMPS = (REQUESTED_BY, REQUESTER, REQUESTER_SIGNATURE, APPROVED_BY, APPROVAL_SIGNATURE)
 MAX_SKEW = timedelta(seconds=60)  # clock difference tolerated between the operator and the API server
 
@@ -116,6 +122,41 @@ class Signer:
                 "another object); nothing is issued"
             )
         return Requester.model_validate(data)
+
+    def shortened_stamp(
+        self,
+        namespace: str,
+        uid: str,
+        old_spec: dict[str, Any],
+        annotations: dict[str, str],
+        created_at: datetime | None,
+        new_spec: dict[str, Any],
+        editor: str,
+        now: datetime,
+    ) -> dict[str, str | None] | None:
+        """The stamps of an account whose lifetime `editor` only shortened (admission checks that): the
+        genuine requester and approval of `old_spec`, re-signed over `new_spec`, with who shortened it
+        and when. None when the current requester stamp is not genuine: then the editor is stamped."""
+        try:
+            self.verified_requester(namespace, old_spec, annotations, created_at)
+        except NotPermitted:
+            return None
+        data = json.loads(annotations[REQUESTER])
+        data[SHORTENED_BY] = {"username": editor, "at": now.isoformat(timespec="seconds")}
+        payload = json.dumps(data, sort_keys=True)
+        digest = spec_digest(new_spec)
+        stamps: dict[str, str | None] = {
+            REQUESTED_BY: str(data["username"]),
+            REQUESTER: payload,
+            REQUESTER_SIGNATURE: self._mac("requester", namespace, payload, digest),
+            APPROVED_BY: None,
+            APPROVAL_SIGNATURE: None,
+        }
+        if self.verified_approval(uid, old_spec, annotations) is not None:
+            approval = annotations[APPROVED_BY]
+            stamps[APPROVED_BY] = approval
+            stamps[APPROVAL_SIGNATURE] = self._mac("approval", uid, approval, digest)
+        return stamps
 
     def approval_stamp(
         self, uid: str, spec: dict[str, Any], decision: str, by: str, now: datetime

@@ -1,4 +1,7 @@
-"""The command line as a user runs it: `agentaccounts demo` and `agentaccounts request --wait`."""
+"""The command line as a user runs it: `agentaccounts demo` and `agentaccounts request`.
+
+The agent-facing commands (every output, every exit code, revoke, the kubectl plugin) are in
+test_agent_cli.py; the MCP server in test_mcp.py."""
 
 from __future__ import annotations
 
@@ -43,14 +46,29 @@ def test_request_waits_for_ready_and_prints_the_secret_name(
 ) -> None:
     start_operator(namespace)
     result = _cli(
-        cluster, "request", "helper", "-n", namespace, "--provider", in_cluster_provider,
-        "--scope", "get,list:configmaps", "--lifetime", "5m", "--wait", "--timeout", "30",
+        cluster, "request", "--name", "helper", "-n", namespace, "--provider", in_cluster_provider,
+        "--kind", "ClusterAccountProvider", "--scope", "get,list:configmaps", "--lifetime", "5m",
+        "--timeout", "30s",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "helper-credentials"
+    assert result.stdout.strip() == "helper-credentials"  # --output secret, the default: no credential
+    assert f"agentaccount {namespace}/helper: created" in result.stderr
 
 
 def test_request_with_a_malformed_scope_fails_clearly(cluster: Any, namespace: str) -> None:
-    result = _cli(cluster, "request", "bad", "-n", namespace, "--scope", "configmaps")
+    result = _cli(cluster, "request", "--provider", "p", "-n", namespace, "--scope", "configmaps")
     assert result.returncode == 2
-    assert "use VERBS:RESOURCES" in result.stderr
+    assert result.stderr.startswith("error: scope 'configmaps': use PERMISSIONS:RESOURCES[:NAMES]")
+
+
+def test_help_shows_examples_and_the_exit_codes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "agentaccounts", "request", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert 'eval "$(agentaccounts request' in result.stdout
+    for code in range(9):
+        assert f"\n  {code}  " in result.stdout

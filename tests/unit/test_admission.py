@@ -8,6 +8,7 @@ the way the API server applies the webhook's patch and look at the object that w
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -562,3 +563,126 @@ async def test_a_stamp_for_another_spec_is_refused(kube: FakeKube, admission: Ad
     stamped = created(admission)
     with pytest.raises(NotPermitted, match="rule requester-recorded: the requester stamp does not match"):
         await admission.validate("CREATE", with_spec(stamped, lifetime="24h"), None, ALICE)
+
+
+# -- shortening an issued account (agentaccounts revoke / extend to less) -------------------------
+
+ISSUED = {"phase": "Ready", "issuedAt": "2030-01-01T11:50:00Z", "expiresAt": "2030-01-01T12:20:00Z"}
+
+
+def issued(stored: dict[str, Any], **status: Any) -> dict[str, Any]:
+    """`stored` as the operator leaves it once issued (SPEC's 30m from 11:50)."""
+    out = copy.deepcopy(stored)
+    out["status"] = {**ISSUED, **status}
+    return out
+
+
+def edited(
+    admission: Admission, stored: dict[str, Any], editor: dict[str, Any], **spec: Any
+) -> dict[str, Any]:
+    update = with_spec(stored, **spec)
+    for key, value in spec.items():
+        if value is None:
+            update["spec"].pop(key)
+    return apply(update, admission.mutate("UPDATE", update, stored, editor))
+
+
+def test_a_shortening_keeps_the_requester_and_the_approval(admission: Admission, signer: Signer) -> None:
+    stored = issued(approved(admission, created(admission)))
+    after = edited(admission, stored, BOB, lifetime="600123ms")  # ends at 12:00:00.123, before 12:20
+
+    assert annotations_of(after)[stamps.REQUESTED_BY] == "alice"
+    requester = signer.verified_requester(NS, after["spec"], annotations_of(after), NOW)
+    assert requester.model_dump() == {**ALICE, "extra": {"x": ["1"]}}  # reconcile checks alice, as issued
+    payload = json.loads(annotations_of(after)[stamps.REQUESTER])
+    assert payload[stamps.SHORTENED_BY] == {"username": "bob", "at": "2030-01-01T12:00:00+00:00"}
+    approval = signer.verified_approval(UID, after["spec"], annotations_of(after))
+    assert approval is not None and approval["by"] == "bob" and approval["decision"] == "Approved"
+    # the old stamps do not verify for the new spec, nor the new ones for the old spec
+    with pytest.raises(NotPermitted):
+        signer.verified_requester(NS, SPEC, annotations_of(after), NOW)
+
+
+async def test_a_shortening_passes_admission_without_the_editors_rights(
+    kube: FakeKube, admission: Admission
+) -> None:
+    kube.allow("alice", ALL)  # bob holds nothing: not `use`, not configmaps
+    stored = issued(created(admission))
+    after = edited(admission, stored, BOB, lifetime="10m")
+    await admission.validate("UPDATE", after, stored, BOB)
+    assert kube.sar_calls == []  # nothing to judge: it can only end sooner what was checked at issue
+
+
+async def test_a_shortening_of_an_account_on_the_providers_default_lifetime(
+    kube: FakeKube, admission: Admission, signer: Signer
+) -> None:
+    spec = {k: v for k, v in SPEC.items() if k != "lifetime"}
+    stored = issued(created(admission, body(spec)), expiresAt="2030-01-01T12:50:00Z")  # default 1h
+    after = edited(admission, stored, BOB, lifetime="59m")
+    assert signer.verified_requester(NS, after["spec"], annotations_of(after), NOW).username == "alice"
+    await admission.validate("UPDATE", after, stored, BOB)
+
+
+@pytest.mark.parametrize(
+    ("status", "edit"),
+    [
+        ({}, {"lifetime": "1h"}),  # longer
+        ({}, {"lifetime": "1801s"}),  # a second longer
+        ({}, {"lifetime": "10m", "secretName": "elsewhere"}),
+        ({}, {"lifetime": "10m", "dryRun": True}),
+        ({}, {"lifetime": "10m", "scopes": [{"permissions": ["get"], "resources": ["secrets"]}]}),
+        ({}, {"lifetime": "0s"}),  # refused in full: a lifetime must be positive
+        ({}, {"lifetime": None}),  # back to the provider's default, which may be longer
+        ({"expiresAt": "2030-01-01T11:55:00Z"}, {"lifetime": "10m"}),  # ends later than status says
+        ({"issuedAt": None, "expiresAt": None, "phase": "Pending"}, {"lifetime": "10m"}),  # not issued
+    ],
+    ids=[
+        "longer", "a-second-longer", "secret-name", "dry-run", "scopes", "zero",
+        "default", "later-than-status", "not-issued",
+    ],
+)  # fmt: skip
+async def test_every_other_edit_stamps_the_editor_and_is_judged_in_full(
+    kube: FakeKube, admission: Admission, signer: Signer, status: dict[str, Any], edit: dict[str, Any]
+) -> None:
+    kube.allow("alice", ALL)
+    stored = issued(created(admission), **status)
+    after = edited(admission, stored, BOB, **edit)
+    assert annotations_of(after)[stamps.REQUESTED_BY] == "bob"
+    assert stamps.SHORTENED_BY not in json.loads(annotations_of(after)[stamps.REQUESTER])
+    with pytest.raises(NotPermitted, match="rule provider-use: bob may not use"):
+        await admission.validate("UPDATE", after, stored, BOB)
+
+
+async def test_a_shortening_over_a_stamp_that_does_not_verify_stamps_the_editor(
+    kube: FakeKube, admission: Admission, signer: Signer
+) -> None:
+    # e.g. written while the webhook was away: there is no genuine requester to keep
+    stored = issued(apply(created(admission), {stamps.REQUESTER_SIGNATURE: "v1:" + "0" * 64}))
+    after = edited(admission, stored, BOB, lifetime="10m")
+    assert signer.verified_requester(NS, after["spec"], annotations_of(after), NOW).username == "bob"
+    with pytest.raises(NotPermitted, match="rule provider-use: bob may not use"):
+        await admission.validate("UPDATE", after, stored, BOB)
+
+
+async def test_a_shortening_whose_stamp_was_swapped_after_mutation_is_judged_in_full(
+    kube: FakeKube, admission: Admission, signer: Signer
+) -> None:
+    # a later mutating webhook (or a bug) put a genuine stamp of someone else on the shortened spec
+    stored = issued(created(admission))
+    update = with_spec(stored, lifetime="10m")
+    admin = signer.requester_stamp(
+        NS, update["spec"], stamps.requester_from_userinfo({"username": "root"}), NOW
+    )
+    with pytest.raises(NotPermitted):
+        await admission.validate("UPDATE", apply(update, admin), stored, BOB)
+
+
+def test_updates_of_an_issued_account_without_a_spec_change_record_no_shortening(
+    admission: Admission,
+) -> None:
+    stored = issued(approved(admission, created(admission)))
+    update = copy.deepcopy(stored)
+    update["metadata"]["finalizers"] = ["agentaccounts.dev/revoke"]
+    assert admission.mutate("UPDATE", update, stored, OPERATOR) == {}
+    same = with_spec(stored, lifetime="1800s")  # 30m, written differently: no spec change
+    assert admission.mutate("UPDATE", same, stored, BOB) == {}

@@ -592,3 +592,44 @@ def test_active_accounts_survive_sparse_bodies() -> None:
         {"metadata": {"uid": "b"}, "spec": None, "status": None},
     ]
     assert policies.active_accounts(sparse, "AccountProvider", "p", "self", issued_only=False) == 0
+
+
+# -- status can only shorten a lifetime ---------------------------------------------------------------
+def _with_status(issued_at: str, created: str = "2030-01-01T00:00:00Z") -> AgentAccount:
+    body = {
+        "metadata": {"name": "bot", "namespace": "ns", "uid": "u", "creationTimestamp": created},
+        "spec": {
+            "providerRef": {"name": "p"},
+            "lifetime": "30m",
+            "scopes": [{"permissions": ["get"], "resources": ["configmaps"]}],
+        },
+        "status": {"issuedAt": issued_at},
+    }
+    return AgentAccount.from_body(body)
+
+
+def test_a_hand_written_future_issued_at_never_extends_the_lifetime() -> None:
+    # Before: status.issuedAt 2099 gave an identity until 2099-01-01T00:30Z through a 1h-max provider.
+    now = datetime(2030, 1, 1, 0, 5, tzinfo=UTC)
+    issued, expires = policies.expiry(_with_status("2099-01-01T00:00:00Z"), provider(), now)
+    assert issued == now and expires == now + timedelta(minutes=30)
+
+
+def test_an_issued_at_before_the_account_existed_counts_from_its_creation() -> None:
+    now = datetime(2030, 1, 1, 0, 5, tzinfo=UTC)
+    issued, _ = policies.expiry(_with_status("2000-01-01T00:00:00Z"), provider(), now)
+    assert issued == datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def test_a_failed_account_whose_identity_still_lives_counts_against_the_quota() -> None:
+    # Before: a Ready account turned Failed by a refused edit kept its live identity but stopped
+    # counting, so maxActiveAccounts: 1 admitted a second live identity.
+    def body(uid: str, status: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {"uid": uid}, "spec": {"providerRef": {"name": "p"}}, "status": status}
+
+    bodies = [
+        body("a", {"phase": "Failed", "issuedAt": "x", "accountRef": {"kind": "ServiceAccount"}}),
+        body("b", {"phase": "Failed"}),
+        body("c", {"phase": "Failed", "accountRef": {"kind": "ServiceAccount"}, "revokedAt": "y"}),
+    ]
+    assert policies.active_accounts(bodies, "AccountProvider", "p", "new", issued_only=True) == 1

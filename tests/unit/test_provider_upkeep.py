@@ -116,7 +116,7 @@ async def test_a_cloudflare_provider_without_its_parent_secret_is_not_ready(rig:
     assert status["type"] == "cloudflare"
     assert (ready(status)["status"], ready(status)["reason"]) == ("False", "ProviderNotFound")
     assert "parent token Secret agents/cf-parent" in ready(status)["message"]
-    assert rig.kube.called("read_secret_key", NS, "cf-parent", "token")
+    assert rig.kube.called("get", "Secret", NS, "cf-parent")
     assert rig.sent == []
 
 

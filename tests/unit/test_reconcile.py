@@ -360,6 +360,20 @@ async def test_a_foreign_secret_with_the_target_name_is_left_untouched(rig: Rig)
     assert "issuedAt" not in status  # nor is a lifetime started
 
 
+async def test_credentials_never_go_where_a_provider_reads_its_own_credential(rig: Rig) -> None:
+    # Before: the account wrote its kubeconfig and token into a not-yet-existing Secret that a
+    # Cloudflare provider names as its parent token, and that token was then sent to Cloudflare.
+    cloudflare = {"accountId": "a" * 32, "apiTokenSecretRef": {"name": "squat"}}
+    rig.kube.add(
+        "AccountProvider", {"metadata": {"name": "cf", "namespace": NS}, "spec": {"cloudflare": cloudflare}}
+    )
+
+    with pytest.raises(SecretConflict, match="AccountProvider cf reads its own credential"):
+        await rig.reconciler().ensure_issued(rig.account({**SPEC, "secretName": "squat"}), rig.emit)
+    assert rig.kube.stored("Secret", NS, "squat") is None
+    assert created_kinds(rig.kube) == []
+
+
 async def test_a_secret_name_another_agent_is_granted_is_not_written(rig: Rig) -> None:
     labels = {**ownership.labels("thief", "uid-thief"), GRANTS_SECRETS_LABEL: "true"}
     rule = {
@@ -670,3 +684,20 @@ async def test_the_fake_refuses_tokens_shorter_than_ten_minutes() -> None:
     with pytest.raises(KubeApiError) as caught:
         await kube.request_token(NS, "sa", 599)
     assert caught.value.status == 422
+
+
+async def test_a_lifetime_shortened_into_the_past_is_ended_not_reissued(rig: Rig) -> None:
+    # `agentaccounts revoke`: before, reconcile minted a fresh token and rewrote the Secret only for
+    # the timer to revoke both a moment later.
+    body = await issued(rig)
+    rig.clock.advance(5 * 60)
+    stored = rig.kube.custom[("AgentAccount", NS, "bot")]  # the edit, as the API server stores it
+    stored["spec"]["lifetime"] = "2m"
+    stored["metadata"]["generation"] = 2
+    rig.kube.calls.clear()
+
+    patch = await rig.reconciler().ensure_issued(body, rig.emit)
+
+    assert patch is not None and patch["expiresAt"] == rfc3339(NOW + timedelta(minutes=2))
+    assert not rig.kube.called("request_token") and not rig.kube.called("create")
+    assert rig.status()["expiresAt"] == rfc3339(NOW + timedelta(minutes=2))

@@ -14,10 +14,10 @@ from __future__ import annotations
 from pydantic import create_model
 
 from agentaccounts.models import ProviderObject, ProviderSpecBase
-from agentaccounts.providers import cloudflare, kubernetes
+from agentaccounts.providers import cloudflare, kubernetes, postgres
 from agentaccounts.providers.base import Deps, Provider, ProviderType
 
-TYPES: dict[str, ProviderType] = {t.name: t for t in (kubernetes.TYPE, cloudflare.TYPE)}
+TYPES: dict[str, ProviderType] = {t.name: t for t in (kubernetes.TYPE, cloudflare.TYPE, postgres.TYPE)}
 
 # The concrete spec model: the policy plus one optional field per provider type, named after it.
 ProviderSpec = create_model(

@@ -3,6 +3,7 @@ builder refusing a URL before the parent token is read or any request is sent.""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -213,9 +214,10 @@ class FakeKube:
     def __init__(self) -> None:
         self.reads: list[tuple[str, str, str]] = []
 
-    async def read_secret_key(self, namespace: str, name: str, key: str) -> str | None:
-        self.reads.append((namespace, name, key))
-        return PARENT
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        assert kind == "Secret"
+        self.reads.append((namespace, name, "token"))
+        return {"metadata": {"name": name}, "data": {"token": base64.b64encode(PARENT.encode()).decode()}}
 
 
 class Rig:

@@ -20,8 +20,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from agentaccounts.errors import InvalidSpec, NotPermitted, ProviderNotFound
+from agentaccounts.errors import InvalidSpec, NotPermitted
 from agentaccounts.models import AgentAccount, ProviderObject, Requester
+from agentaccounts.provider_secrets import read_provider_secret
 from agentaccounts.providers.base import Deps, Provider, ProviderType, Reviewer
 from agentaccounts.providers.cloudflare.budget import BudgetRegistry
 from agentaccounts.providers.cloudflare.guard import check_api_base_url, check_scopes
@@ -61,23 +62,12 @@ async def build(obj: ProviderObject, deps: Deps) -> Provider:
 
 
 async def parent_token(obj: ProviderObject, block: CloudflareBlock, deps: Deps) -> str:
-    """Read the parent API token from the Secret the provider names. Never logged."""
+    """The parent API token from the Secret the provider names (provider_secrets.py). Never logged."""
     ref = block.api_token_secret_ref
     if ref is None:
         raise InvalidSpec(f"{obj.kind} {obj.name!r}: mode token needs apiTokenSecretRef")
-    namespace = ref.namespace or obj.namespace
-    if obj.namespace and namespace != obj.namespace:
-        raise InvalidSpec(f"AccountProvider {obj.name!r} may only read Secrets in its own namespace")
-    if not namespace:
-        raise InvalidSpec(f"ClusterAccountProvider {obj.name!r}: apiTokenSecretRef.namespace is required")
-    value = await deps.kube.read_secret_key(namespace, ref.name, ref.key)
-    if not value:
-        raise ProviderNotFound(
-            f"parent token Secret {namespace}/{ref.name} (key {ref.key!r}) not found or empty; "
-            "waiting for it",
-            delay=deps.settings.provider_retry_seconds,
-        )
-    return value
+    retry = deps.settings.provider_retry_seconds
+    return await read_provider_secret(deps.kube, obj, ref, "apiTokenSecretRef", "parent token", retry)
 
 
 async def admit(account: AgentAccount, requester: Requester, reviewer: Reviewer) -> None:
