@@ -33,6 +33,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import pydantic
+
 from agentaccounts import stamps
 from agentaccounts.access import Access
 from agentaccounts.errors import (
@@ -42,7 +44,7 @@ from agentaccounts.errors import (
     ProviderNotFound,
     QuotaExceeded,
 )
-from agentaccounts.models import AgentAccount
+from agentaccounts.models import AgentAccount, describe_errors
 from agentaccounts.providers.resolve import ProviderResolver
 from agentaccounts.stamps import Signer
 
@@ -107,7 +109,17 @@ class Admission:
     def mutate(
         self, operation: str, body: dict[str, Any], old: dict[str, Any] | None, userinfo: dict[str, Any]
     ) -> dict[str, str | None]:
-        """Annotation changes to apply (None removes a key)."""
+        """Annotation changes to apply (None removes a key). A spec the model rejects is refused here
+        with one clear line (InvalidSpec), never an exception: mutating webhooks run before the API
+        server's schema validation, so they see malformed objects first."""
+        try:
+            return self._mutate(operation, body, old, userinfo)
+        except pydantic.ValidationError as exc:
+            raise InvalidSpec(f"invalid spec: {describe_errors(exc)}") from None
+
+    def _mutate(
+        self, operation: str, body: dict[str, Any], old: dict[str, Any] | None, userinfo: dict[str, Any]
+    ) -> dict[str, str | None]:
         namespace = body.get("metadata", {}).get("namespace", "")
         requester = stamps.requester_from_userinfo(userinfo)
         current, previous = _annotations(body), _annotations(old)
@@ -160,8 +172,8 @@ class Admission:
             return  # it can only end sooner what was checked when issued (module docstring)
         try:
             account = AgentAccount.from_body(body)
-        except ValueError as exc:
-            raise InvalidSpec(f"invalid spec: {exc}") from None
+        except pydantic.ValidationError as exc:
+            raise InvalidSpec(f"invalid spec: {describe_errors(exc)}") from None
         requester = stamps.requester_from_userinfo(userinfo)
         try:
             provider = await self.resolver.resolve(account)

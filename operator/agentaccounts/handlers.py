@@ -149,7 +149,12 @@ async def issue(body: kopf.Body, uid: str, memo: Any, **_: Any) -> None:
 
 def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
     old, operation = kwargs.get("old"), str(kwargs.get("operation"))
-    changes = _app(memo).admission.mutate(operation, dict(body), dict(old) if old else None, dict(userinfo))
+    try:
+        changes = _app(memo).admission.mutate(
+            operation, dict(body), dict(old) if old else None, dict(userinfo)
+        )
+    except AgentAccountsError as exc:  # a refusal, said in one line; never a traceback per request
+        raise kopf.AdmissionError(refusal_message(exc), code=400) from None
     for key, value in changes.items():
         patch.metadata.setdefault("annotations", {})[key] = value
 

@@ -47,6 +47,11 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=min(seconds, MAX_DURATION.total_seconds()))
 
 
+def describe_errors(exc: ValidationError) -> str:
+    """A pydantic error as one line a user can act on: "spec.lifetime: invalid duration ...; ..."."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
 def format_duration(value: timedelta) -> str:
     """Inverse of parse_duration for whole seconds: 5400s -> "1h30m"; 0 -> "0s"."""
     seconds = int(value.total_seconds())
@@ -73,9 +78,14 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, frozen=True, extra="ignore")
 
 
+# An object name (DNS subdomain), as the CRD's pattern says: "." or ".." would otherwise reach the API
+# as a path segment (GET .../accountproviders/. lists them all).
+OBJECT_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
 class ProviderRef(SpecModel):
     kind: Literal["AccountProvider", "ClusterAccountProvider"] = "AccountProvider"
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=253, pattern=OBJECT_NAME)
 
 
 class Scope(SpecModel):

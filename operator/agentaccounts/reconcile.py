@@ -34,7 +34,7 @@ from agentaccounts.errors import (
     QuotaExceeded,
 )
 from agentaccounts.kube import Kube
-from agentaccounts.models import AccountRef, AgentAccount, ProviderObject, format_duration
+from agentaccounts.models import AccountRef, AgentAccount, ProviderObject, describe_errors, format_duration
 from agentaccounts.providers import provider_for, type_of
 from agentaccounts.providers.base import Deps, Issued, IssueRequest, Provider
 from agentaccounts.providers.resolve import ProviderResolver
@@ -51,8 +51,7 @@ def parse(body: dict[str, Any]) -> AgentAccount:
     try:
         return AgentAccount.from_body(body)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise InvalidSpec(f"invalid spec: {problems}") from None
+        raise InvalidSpec(f"invalid spec: {describe_errors(exc)}") from None
 
 
 class Reconciler:

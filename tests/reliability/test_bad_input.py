@@ -36,7 +36,6 @@ from cfemulator.fixtures import SMALL_POW, mint_parent
 from integration.cloudflare_support import allow_list, start_emulator
 from integration.support import GROUP, VERSION, OperatorProcess, create_account, get_account, wait_for
 from reliability.bad_input_support import (
-    KNOWN_TRACEBACKS,
     CaseResult,
     Player,
     Poller,
@@ -387,18 +386,6 @@ def test_the_operator_survived_with_no_unexplained_traceback(corpus_run: Run) ->
     assert corpus_run.operator_healthy, "the operator's liveness endpoint did not answer 200"
     unexplained = [block for block in tracebacks(corpus_run.log) if classify(block) is None]
     assert not unexplained, "\n\n".join(unexplained[:3])
-
-
-@pytest.mark.parametrize(
-    "cause",
-    [
-        pytest.param(key, id=key, marks=pytest.mark.xfail(strict=True, reason=bug))
-        for key, (_, bug) in KNOWN_TRACEBACKS.items()
-    ],
-)
-def test_the_operator_log_has_no_traceback_of(corpus_run: Run, cause: str) -> None:
-    count = sum(1 for block in tracebacks(corpus_run.log) if classify(block) == cause)
-    assert count == 0, f"{count} tracebacks of kind {cause}"
 
 
 def test_no_foreign_object_was_modified(corpus_run: Run) -> None:

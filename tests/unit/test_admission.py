@@ -544,6 +544,15 @@ async def test_an_invalid_spec_is_refused(admission: Admission) -> None:
         await admission.validate("CREATE", obj, None, ALICE)
 
 
+def test_a_spec_the_model_rejects_is_refused_by_the_stamp_webhook_in_one_line(admission: Admission) -> None:
+    # Before: pydantic's ValidationError escaped mutate, so kopf logged a traceback per request and
+    # the refusal was a raw multi-line pydantic dump. (Mutating webhooks run before schema validation.)
+    with pytest.raises(InvalidSpec) as caught:
+        admission.mutate("CREATE", body({**SPEC, "lifetime": "soon"}), None, ALICE)
+    assert caught.value.message.startswith("invalid spec: lifetime: Value error, invalid duration")
+    assert "\n" not in caught.value.message
+
+
 async def test_a_create_without_a_stamp_is_refused(kube: FakeKube, admission: Admission) -> None:
     kube.allow("alice", ALL)
     with pytest.raises(NotPermitted, match="rule requester-recorded: no requester was recorded"):
