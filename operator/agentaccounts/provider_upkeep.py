@@ -21,7 +21,8 @@ import pydantic
 
 from agentaccounts import conditions
 from agentaccounts.conditions import Emit
-from agentaccounts.errors import AgentAccountsError
+from agentaccounts.errors import AgentAccountsError, InvalidSpec
+from agentaccounts.models import format_duration
 from agentaccounts.providers import TYPES, provider_for, type_of
 from agentaccounts.providers.base import Deps
 from agentaccounts.providers.resolve import parse_provider
@@ -41,6 +42,13 @@ async def report(deps: Deps, kind: str, body: dict[str, Any]) -> dict[str, Any]:
     generation = body.get("metadata", {}).get("generation", 1)
     try:
         provider = parse_provider(kind, body)
+        policy = provider.spec.policy
+        if policy.default_lifetime > policy.max_lifetime:
+            default, maximum = format_duration(policy.default_lifetime), format_duration(policy.max_lifetime)
+            raise InvalidSpec(
+                f"policy.defaultLifetime {default} exceeds policy.maxLifetime {maximum}: no AgentAccount "
+                "without spec.lifetime can be issued"
+            )
         await provider_for(provider, deps)  # reads the parent token Secret, checks the block
         ready, reason, message, type_ = (
             True,

@@ -274,3 +274,15 @@ async def test_sweeping_a_cloudflare_provider_deletes_only_tokens_of_gone_accoun
     ]
     assert rig.kube.called("list_custom", "AgentAccount", NS)  # the live set: the watched namespaces only
     assert [(kind, reason) for kind, reason, _ in rig.events] == [("Normal", "OrphanDeleted")]
+
+
+async def test_a_default_lifetime_over_the_maximum_makes_the_provider_not_ready(rig: Rig) -> None:
+    # Before: reported Ready (Valid), while every account relying on the default was refused.
+    body = provider({"kubernetes": {}, "policy": {"maxLifetime": "1h", "defaultLifetime": "2h"}})
+    status = await provider_upkeep.report(rig.deps(), "AccountProvider", body)
+    assert (status["type"], ready(status)["status"], ready(status)["reason"]) == (
+        "kubernetes",
+        "False",
+        "InvalidSpec",
+    )
+    assert "policy.defaultLifetime 2h exceeds policy.maxLifetime 1h" in ready(status)["message"]
