@@ -49,7 +49,13 @@ def parse_duration(text: str) -> timedelta:
 
 def describe_errors(exc: ValidationError) -> str:
     """A pydantic error as one line a user can act on: "spec.lifetime: invalid duration ...; ..."."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}{_given(e)}" for e in exc.errors())
+
+
+def _given(error: Any) -> str:
+    """The offending value, when it is a short string (spec fields are never credentials)."""
+    value = error.get("input")
+    return f" (got {value!r})" if isinstance(value, str) and len(value) <= 64 else ""
 
 
 def format_duration(value: timedelta) -> str:

@@ -75,7 +75,10 @@ def on_change(account: AgentAccount, now: datetime) -> Decision:
         return Decision("skip", "Expired", "expired accounts are kept as audit records and never re-issued")
     if status.expires_at is not None and now >= status.expires_at:
         return Decision("skip", "Expiring", "past expiresAt: revocation is due, not issue")
-    if status.phase == "Ready" and status.observed_generation == account.generation:
+    issued = status.issued_at is not None and status.account_ref is not None and bool(status.secret_name)
+    if status.phase == "Ready" and status.observed_generation == account.generation and issued:
+        # Only a status that records an issued identity is believed: a hand-written `phase: Ready`
+        # alone must not make a never-issued account look done.
         return Decision("skip", "UpToDate", "identity issued for the current generation")
     return Decision("issue", "Issuing", "issuing identity")
 

@@ -32,6 +32,7 @@ def account(
     expires_at: datetime | None = None,
     revoked_at: datetime | None = None,
     observed: int | None = None,
+    recorded: bool = False,
 ) -> AgentAccount:
     spec: dict[str, Any] = {"providerRef": {"name": "in-cluster"}, "scopes": [{"permissions": ["get"]}]}
     if lifetime is not None:
@@ -45,6 +46,11 @@ def account(
         "revokedAt": rfc(revoked_at),
         "observedGeneration": observed,
     }
+    if recorded:  # what an issue writes: the identity and the Secret it lives in
+        status |= {
+            "accountRef": {"kind": "ServiceAccount", "name": "agentaccount-bot"},
+            "secretName": "bot-c",
+        }
     return AgentAccount.from_body(
         {
             "metadata": {"name": "bot", "namespace": "agents", "uid": "uid-1", "generation": generation},
@@ -168,7 +174,15 @@ def test_lifetime_edit_moves_expires_at_from_issued_at(new_lifetime: str, delta:
         (account(phase="Pending", expires_at=NOW + MIN), "issue", "Issuing"),
         (account(phase="Ready", generation=2, observed=1, expires_at=NOW + HOUR), "issue", "Issuing"),
         (account(phase="Ready", expires_at=NOW + HOUR), "issue", "Issuing"),  # no observedGeneration yet
-        (account(phase="Ready", generation=3, observed=3, expires_at=NOW + HOUR), "skip", "UpToDate"),
+        (
+            account(
+                phase="Ready", generation=3, observed=3, issued_at=NOW, expires_at=NOW + HOUR, recorded=True
+            ),
+            "skip",
+            "UpToDate",
+        ),
+        # A hand-written phase Ready without the recorded identity is not believed (bad-input corpus).
+        (account(phase="Ready", generation=3, observed=3, expires_at=NOW + HOUR), "issue", "Issuing"),
         (account(phase="Ready", observed=1, expires_at=NOW), "skip", "Expiring"),  # exactly at expiresAt
         (account(phase="Ready", generation=2, observed=1, expires_at=NOW - MIN), "skip", "Expiring"),
         (account(phase="Pending", expires_at=NOW - MIN), "skip", "Expiring"),
@@ -186,6 +200,7 @@ def test_lifetime_edit_moves_expires_at_from_issued_at(new_lifetime: str, delta:
         "ready-newer-generation",
         "ready-no-observed-generation",
         "ready-same-generation",
+        "ready-same-generation-nothing-recorded",
         "at-expires-at",
         "past-expires-at-newer-generation",
         "pending-past-expires-at",
