@@ -3,7 +3,9 @@
 Why it exists: everything that happens to *every* API request lives here, once — recording the
 exchange, latency, dropped connections, forced and real throttling, injected 5xx, and turning any
 error (ours or aiohttp's 404/405) into the v4 failure envelope. Handlers only do their own job.
-Only paths under /client/v4 get this treatment; the claim page and the /_emulator control plane don't.
+Writes made with a token are logged to the account's audit log here too (audit_record.py), after
+the answer is known. Only paths under /client/v4 get this treatment; the claim page and the
+/_emulator control plane don't.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import auth, control, previews, r2, resources, tokens
+from . import audit_record, auditlog, auth, control, previews, r2, resources, tokens
 from . import envelope as E
 from .context import API_PREFIX, CTX, Context, Exchange, ctx_of
 
@@ -81,7 +83,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     ctx = ctx_of(request)
     raw = await request.read()  # cached by aiohttp; handlers can read it again
-    seen = (request.method, request.path[len(API_PREFIX) :] or "/", dict(request.query), _json_or_none(raw))
+    seen = (request.method, request.path[len(API_PREFIX) :] or "/", _query(request), _json_or_none(raw))
+    actor = auth.peek(request)  # before the handler: a DELETE may remove the very token it presents
     try:
         response = await _serve(request, handler, ctx)
     except _Dropped:
@@ -92,7 +95,17 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     body = response.body if isinstance(response, web.Response) else None
     parsed = _json_or_none(body) if isinstance(body, bytes) else None
     ctx.exchanges.append(Exchange(*seen, response.status, parsed))
+    audit_record.record(ctx, request, actor, response.status, parsed)
     return response
+
+
+def _query(request: web.Request) -> dict[str, str | list[str]]:
+    """The query string; a key sent more than once (an `explode: true` array) keeps every value."""
+    out: dict[str, str | list[str]] = {}
+    for key in dict.fromkeys(request.query.keys()):
+        values = request.query.getall(key)
+        out[key] = values[0] if len(values) == 1 else values
+    return out
 
 
 def build_app(ctx: Context, emulator: Any) -> web.Application:
@@ -101,6 +114,7 @@ def build_app(ctx: Context, emulator: Any) -> web.Application:
     app[control.EMULATOR] = emulator
     tokens.add_routes(app.router)
     r2.add_routes(app.router)  # before resources: /accounts/{id}/r2/... is more specific
+    auditlog.add_routes(app.router)
     resources.add_routes(app.router)
     previews.add_routes(app.router)
     control.add_routes(app.router)

@@ -25,7 +25,7 @@ class Exchange(NamedTuple):
 
     method: str
     path: str  # relative to /client/v4, e.g. "/accounts/<id>/tokens"
-    query: dict[str, str]
+    query: dict[str, str | list[str]]  # a key sent more than once (explode: true arrays) maps to a list
     request: Any  # parsed JSON body, None when there was none (or it was not JSON)
     status: int | None  # None: the connection was dropped by the fault knobs
     response: Any  # parsed JSON body, None when dropped
@@ -63,6 +63,7 @@ class Context:
     exchanges: list[Exchange] = field(default_factory=list)
     challenges: dict[str, dict[str, Any]] = field(default_factory=dict)
     origin: str = ""  # "http://127.0.0.1:PORT", set once the server is bound
+    audit_failures: bool = False  # also log refused (4xx) writes in the audit log (audit_record.py)
 
 
 CTX = web.AppKey("cfemulator", Context)

@@ -46,7 +46,7 @@ class ApiError(Exception):
     def __init__(
         self,
         status: int,
-        code: int,
+        code: int | None,  # None: the error carries no code (the audit-log v2 schema has none)
         message: str,
         *,
         headers: dict[str, str] | None = None,
@@ -69,8 +69,10 @@ def success(
     return body
 
 
-def failure(code: int, message: str, error_chain: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": code, "message": message}
+def failure(
+    code: int | None, message: str, error_chain: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"message": message} if code is None else {"code": code, "message": message}
     if error_chain:
         error["error_chain"] = error_chain
     return {"success": False, "errors": [error], "messages": [], "result": None}

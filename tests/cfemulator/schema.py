@@ -11,7 +11,10 @@ with ``jsonschema`` + ``referencing`` (``$ref``s resolve inside the document):
   rule) — e.g. a policy's ``id`` is required in responses only;
 * ``format: date-time`` is checked (RFC 3339 with an offset);
 * ``$ref`` siblings (e.g. ``iam_token_body``'s ``required``) apply, which is what the authors meant;
-* path parameters and declared query parameters are validated too (query strings coerced to numbers).
+* path parameters and declared query parameters are validated too (query strings coerced to numbers;
+  an array parameter is its repeated key's values, one value being a one-item array); a required query
+  parameter that is missing, or a query parameter the operation does not declare, is an error;
+* ``format: date`` accepts a full-date or an RFC 3339 date-time (audit logs v2 documents both).
 
 Operations are found by matching the concrete path to a path template, literal segments winning
 (``/tokens/verify`` over ``/tokens/{token_id}``). Paths the schema does not cover (provisioning
@@ -50,6 +53,27 @@ def _date_time(value: object) -> bool:
         return False
     datetime.fromisoformat(re.sub(r"\.\d+", "", value).upper().replace("Z", "+00:00"))
     return True
+
+
+@FORMATS.checks("date", raises=ValueError)
+def _date(value: object) -> bool:
+    """A full-date, or an RFC 3339 date-time: audit-log v2's since/before say `format: date` while their
+    descriptions allow "an absolute timestamp that conforms to RFC3339" too, and the API takes both."""
+    if not isinstance(value, str):
+        return True
+    if re.match(r"^\d{4}-\d{2}-\d{2}$", value):
+        datetime.fromisoformat(value)
+        return True
+    return _date_time(value)
+
+
+def _coerce(schema: Any, value: Any) -> Any:
+    """A query string as the number its schema declares; left as a string if it is not one (the type
+    check then reports it)."""
+    if isinstance(value, str) and schema.get("type") in ("number", "integer"):
+        with contextlib.suppress(ValueError):
+            return float(value) if "." in value else int(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -141,7 +165,7 @@ class Schema:
 
     # --- public -------------------------------------------------------------------------------------------
     def validate_request(
-        self, method: str, path: str, body: Any, query: dict[str, str] | None = None
+        self, method: str, path: str, body: Any, query: dict[str, Any] | None = None
     ) -> Validation:
         found = self.find(method, path)
         if found is None:
@@ -152,13 +176,25 @@ class Schema:
         what, op_ptr = f"{method} {template} request", f"/paths/{_escape(template)}/{method.lower()}"
         operation = self.doc["paths"][template][method.lower()]
         errors: list[str] = []
+        declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        if declared:  # an operation that declares its query parameters takes no others
+            errors += [
+                f"query parameter {k}: not declared by this operation"
+                for k in (query or {})
+                if k not in declared
+            ]
         for i, param in enumerate(operation.get("parameters", [])):
             value: Any = (params if param["in"] == "path" else query or {}).get(param["name"])
             if value is None:
+                if param.get("required") and param["in"] == "query":
+                    errors.append(f"query parameter {param['name']}: required")
                 continue
-            if self._resolve(param["schema"]).get("type") in ("number", "integer"):
-                with contextlib.suppress(ValueError):  # left as a string: the type check reports it
-                    value = float(value) if "." in value else int(value)
+            schema = self._resolve(param["schema"])
+            if schema.get("type") == "array":  # explode: true, the key repeats; one value is a 1-list
+                items = value if isinstance(value, list) else [value]
+                value = [_coerce(self._resolve(schema.get("items", {})), item) for item in items]
+            else:
+                value = _coerce(schema, value)
             found_errors = self._check("request", f"{op_ptr}/parameters/{i}/schema", value)
             errors += self._describe(found_errors, f"{param['in']} parameter {param['name']}: ")
         request_body = operation.get("requestBody")
@@ -216,7 +252,7 @@ def default() -> Schema:
     return Schema(json.loads(DOC_PATH.read_text()))
 
 
-def validate_request(method: str, path: str, body: Any, query: dict[str, str] | None = None) -> Validation:
+def validate_request(method: str, path: str, body: Any, query: dict[str, Any] | None = None) -> Validation:
     return default().validate_request(method, path, body, query)
 
 

@@ -30,6 +30,9 @@ class Store:
         self.tokens: dict[str, Token] = {}  # insertion order = creation order (list order)
         self.by_hash: dict[str, str] = {}  # sha256(value) -> token id
         self.temp_creds: dict[str, TempCredential] = {}
+        # Audit log v2 entries of every account, oldest first (auditlog.py writes and reads them). Kept
+        # when a token or account is deleted: the log outlives what it describes, as Cloudflare's does.
+        self.audit: list[Any] = []
 
     def now(self) -> datetime:
         return self._clock()

@@ -6,6 +6,7 @@
     budget.py    one request budget per parent token, shared by the whole process
     scopes.py    the scope/resource grammar -> token policies; R2 credentials (pure)
     tokens.py    mode `token`: create / update / revoke / sweep account-owned tokens
+    activity.py  what a token wrote, read back from the account's audit log (ReportsActivity)
     preview.py   mode `temporaryAccount`: proof of work and temporary accounts
     guard.py     rules no provider object loosens: the apiBaseURL allow-list and the never-grantable
                  permission groups

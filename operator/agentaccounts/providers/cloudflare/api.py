@@ -107,6 +107,10 @@ class CloudflareAPI:
         envelope = await self._send(method, path, json, params, missing_ok, idempotent)
         return None if envelope is None else envelope.get("result")
 
+    async def envelope(self, path: str, params: Mapping[str, str | int]) -> dict[str, Any]:
+        """The whole envelope of a GET (for lists that page by `result_info.cursor`); errors as `call`."""
+        return await self._send("GET", path, None, params, False, True) or {}
+
     async def pages(self, path: str, *, per_page: int = 50, max_pages: int = 200) -> AsyncIterator[Any]:
         """Every item of a paginated list (stops on total_count, total_pages, or a short or empty page)."""
         seen = 0
@@ -209,6 +213,18 @@ class CloudflareAPI:
                 message = _SECRETISH.sub("[redacted]", message)[:300]
                 out.append((code if isinstance(code, int) else 0, message))
         return out
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status of the Cloudflare answer an error from this module was translated from, if any."""
+    response = getattr(exc.__cause__, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """Text from Cloudflare made safe to show: anything that looks like a token value redacted, capped."""
+    return _SECRETISH.sub("[redacted]", text)[:limit]
 
 
 def pick(result: Any, what: str, *keys: str) -> Any:

@@ -30,7 +30,8 @@ import httpx
 from agentaccounts.clock import utcnow
 from agentaccounts.errors import InvalidSpec
 from agentaccounts.models import AccountRef
-from agentaccounts.providers.base import Issued, IssueRequest, Recorder
+from agentaccounts.providers.base import Issued, IssueRequest, ProviderActivity, Recorder
+from agentaccounts.providers.cloudflare.activity import LIMITS, ActivityReader
 from agentaccounts.providers.cloudflare.api import CloudflareAPI, RetryPolicy
 from agentaccounts.providers.cloudflare.budget import RequestBudget
 from agentaccounts.providers.cloudflare.preview import PreviewFlow
@@ -55,13 +56,17 @@ class _Flow(Protocol):
 
 
 class CloudflareProvider:
-    """A configured Cloudflare provider; satisfies `agentaccounts.providers.base.Provider`."""
+    """A configured Cloudflare provider; satisfies `agentaccounts.providers.base.Provider` and
+    `ReportsActivity` (activity.py)."""
 
     type = "cloudflare"
 
-    def __init__(self, flow: TokenFlow | PreviewFlow, mode: str) -> None:
+    def __init__(
+        self, flow: TokenFlow | PreviewFlow, mode: str, reader: ActivityReader | None = None
+    ) -> None:
         self._flow: _Flow = flow
         self._tokens = flow if isinstance(flow, TokenFlow) else None
+        self._reader = reader
         self.mode = mode
 
     @classmethod
@@ -97,7 +102,8 @@ class CloudflareProvider:
             )
         api = CloudflareAPI(client, block.api_base_url, parent_token.strip(), budget, retry)
         catalogs = catalogs or CatalogCache(CATALOG_TTL, now)
-        return cls(TokenFlow(api, block.account_id, now, catalogs, names), block.mode)
+        flow = TokenFlow(api, block.account_id, now, catalogs, names)
+        return cls(flow, block.mode, ActivityReader(api, block.account_id))
 
     async def validate(self, request: IssueRequest) -> None:
         """Token mode: no never-grantable group (NotPermitted, before any request), every group exists
@@ -113,6 +119,15 @@ class CloudflareProvider:
 
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
         await self._flow.revoke(request, ref)
+
+    async def activity(self, ref: AccountRef, since: datetime, before: datetime) -> ProviderActivity:
+        """What the token in `ref` wrote in [since, before), from the account's audit log; never raises
+        for a missing permission (an empty, incomplete trail whose note says so). Temporary accounts
+        have no trail: the operator holds no token that may read their audit log."""
+        if self._reader is None:
+            note = f"A temporary account is not read back: the operator holds no token for its log. {LIMITS}"
+            return ProviderActivity([], complete=False, note=note)
+        return await self._reader.activity(ref, since, before)
 
     async def sweep_orphans(
         self,
