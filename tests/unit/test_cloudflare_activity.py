@@ -239,7 +239,11 @@ async def test_an_empty_cursor_ends_the_pages_and_odd_entries_are_tolerated() ->
         {
             "success": True,
             "errors": [],
-            "result": [good | {"id": "e2", "action": {}}],
+            "result": [
+                good | {"id": "e2", "action": {}},
+                good | {"id": "e3", "action": {"time": "yesterday"}},
+                good | {"id": "e4", "action": {"type": "update", "time": "2026-01-01T02:00:02.5+02:00"}},
+            ],
             "result_info": {"count": "1", "cursor": ""},
         },
     ]
@@ -251,8 +255,10 @@ async def test_an_empty_cursor_ends_the_pages_and_odd_entries_are_tolerated() ->
         trail = await provider.activity(AccountRef(kind=KIND, id=token), *_window())
     assert trail.complete
     assert [(e.verb, e.resource, e.code, e.audit_id) for e in trail.entries] == [
-        ("delegated_write", "Workers KV", 0, "e1")
-    ]  # the foreign and the malformed entries are dropped, as is the one without a time
+        ("delegated_write", "Workers KV", 0, "e1"),
+        ("update", "Workers KV", 0, "e4"),
+    ]  # the foreign and the malformed entries are dropped, as are those without a usable time
+    assert [e.time for e in trail.entries] == ["2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z"]
 
 
 def _assert_no_secret(trail: ProviderActivity, *secrets: str) -> None:

@@ -58,6 +58,17 @@ def _text(value: Any) -> str:
     return scrub(str(value), _FIELD_CAP) if isinstance(value, str | int) and value != "" else ""
 
 
+def _utc(value: Any) -> str | None:
+    """`action.time` as RFC 3339 UTC with a Z (the trail's form), or None if it is not a timestamp."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return _rfc3339(moment.astimezone(UTC)) if moment.tzinfo else None
+
+
 def _part(entry: dict[str, Any], key: str) -> dict[str, Any]:
     value = entry.get(key)
     return value if isinstance(value, dict) else {}
@@ -75,8 +86,8 @@ def to_entry(item: Any, token_id: str, token_name: str = "") -> ActivityEntry | 
     if token_name and actor.get("token_name") != token_name:
         return None
     action, resource, raw = _part(item, "action"), _part(item, "resource"), _part(item, "raw")
-    time = _text(action.get("time"))
-    if not time:
+    time = _utc(action.get("time"))
+    if time is None:
         return None
     code = raw.get("status_code")
     return ActivityEntry(
