@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from agentaccounts import conditions, metrics
+from agentaccounts.activity import stream
+from agentaccounts.activity.attribution import remember_id
 from agentaccounts.clock import Clock
 from agentaccounts.conditions import Emit
 from agentaccounts.errors import AgentAccountsError, PermanentError
@@ -29,6 +32,9 @@ class AccountStatus:
 
     def __init__(self, kube: Kube, now: Clock) -> None:
         self.kube, self.now = kube, now
+        # Told of every issued account (its object as just written): the activity collector learns a
+        # new token's credential id before the agent can use it (app.py sets it when that is on).
+        self.on_issued: Callable[[dict[str, Any]], None] | None = None
 
     async def patch(self, account: AgentAccount, status: dict[str, Any]) -> None:
         await self.kube.patch_account_status(account.namespace, account.name, status)
@@ -58,8 +64,12 @@ class AccountStatus:
             "accountRef": issued.account_ref.model_dump(exclude_defaults=True),
             "providerNote": issued.note or None,
             "observedGeneration": account.generation,
+            # Every token minted for this account, so its audit events are attributed to it (activity/).
+            "credentialIds": remember_id(list(current.get("credentialIds") or []), issued.credential_id)
+            or None,
         }
         await self.patch(account, status)
+        self._decided(account, current, status)
         duration = time.monotonic() - started
         metrics.ISSUED.labels(provider_type).inc()
         metrics.ISSUE_SECONDS.labels(provider_type).observe(duration)
@@ -72,6 +82,20 @@ class AccountStatus:
         )
         log.info("Issued %s/%s via %s in %.3fs", account.namespace, account.name, provider_type, duration)
         return status
+
+    def _decided(self, account: AgentAccount, current: dict[str, Any], status: dict[str, Any]) -> None:
+        """The audit stream's decision lines for an issue (and the collector's index)."""
+        scopes = [s.model_dump(by_alias=True, exclude_defaults=True) for s in account.spec.scopes]
+        where = (account.namespace, account.name, account.uid)
+        approval = status.get("approval")
+        if approval and (current.get("approval") or {}).get("at") != approval.get("at"):
+            stream.decision("approved", *where, status, by=approval.get("by"), at=approval.get("at"))
+        renewed = current.get("phase") == "Ready" and current.get("issuedAt") == status.get("issuedAt")
+        event = "extended" if renewed else "issued"
+        stream.decision(event, *where, status, scopes=scopes, credentialIds=status.get("credentialIds"))
+        if self.on_issued is not None:
+            meta = {"namespace": account.namespace, "name": account.name, "uid": account.uid}
+            self.on_issued({"metadata": meta, "status": {**current, **status}})
 
     def remember(self, account: AgentAccount) -> None:
         """Status is the memory: a live account seen after a restart gets its expiry metrics back."""
@@ -110,4 +134,8 @@ class AccountStatus:
         await self.kube.patch_account_status(namespace, name, patch)
         if changed:
             emit("Warning", "IssueFailed" if permanent else exc.reason, exc.message)
+            if permanent:  # on the audit stream once per reason, as the Event
+                event = "denied" if exc.reason == "Denied" else "failed"
+                # (no uid here: the caller passes the object's name; the Event carries the same)
+                stream.decision(event, namespace, name, "", current, reason=exc.reason, message=exc.message)
         log.warning("%s/%s: %s: %s", namespace, name, exc.reason, exc.message)

@@ -8,13 +8,18 @@ timers' wake-ups. kopf hands the result to every handler as `memo.app`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
+from agentaccounts.activity import stream
+from agentaccounts.activity.collector import Collector
+from agentaccounts.activity.receiver import Receiver, tls_context
 from agentaccounts.admission import Admission
 from agentaccounts.kube import Kube
 from agentaccounts.providers.base import Deps
@@ -31,6 +36,13 @@ HTTP_TIMEOUT = httpx.Timeout(30.0, connect=10.0, pool=None)
 
 
 @dataclass
+class Leadership:
+    """Whether this replica leads (cli.py sets it once the Lease is won); the activity writer asks."""
+
+    leading: bool = True
+
+
+@dataclass
 class App:
     """Everything the handlers use, made once per operator process."""
 
@@ -39,6 +51,8 @@ class App:
     reconciler: Reconciler
     admission: Admission
     wakeups: Wakeups
+    leadership: Leadership = field(default_factory=Leadership)
+    activity: Collector | None = None  # set when the audit-webhook endpoint is on
 
 
 @asynccontextmanager
@@ -51,4 +65,49 @@ async def build(kube: Kube, settings: Settings) -> AsyncIterator[App]:
         deps = Deps(kube=kube, settings=settings, http=http)
         reconciler = Reconciler(deps, Signer(key))
         admission = Admission(reconciler.access, reconciler.resolver, reconciler.signer, deps.now)
-        yield App(settings, deps, reconciler, admission, Wakeups())
+        parts = App(settings, deps, reconciler, admission, Wakeups(), Leadership(not settings.leader_elect))
+        stream.configure(settings.audit_log)
+        async with _activity(parts):
+            yield parts
+
+
+@asynccontextmanager
+async def _activity(parts: App) -> AsyncIterator[None]:
+    """The audit-webhook endpoint and its batching writer (activity/), when configured."""
+    settings = parts.settings
+    if not settings.audit_webhook_port:
+        yield
+        return
+
+    def leading() -> bool:
+        return parts.leadership.leading  # read at each call: cli.py sets it once the Lease is won
+
+    collector = Collector(
+        parts.deps.kube, parts.deps.now, settings.namespaces, leading, settings.activity_flush_seconds
+    )
+    parts.activity = collector
+    parts.reconciler.status.on_issued = collector.learn  # a new token's id is known before its first use
+    context = tls_context(
+        settings.audit_webhook_cert_file,
+        settings.audit_webhook_key_file,
+        settings.audit_webhook_client_ca_file,
+    )
+    receiver = Receiver(
+        collector,
+        context,
+        settings.audit_webhook_listen,
+        settings.audit_webhook_port,
+        settings.audit_webhook_client_cn,
+        settings.audit_webhook_client_org,
+        leading,
+    )
+    await receiver.start()
+    stopped = asyncio.Event()
+    writer = asyncio.ensure_future(collector.run(stopped))
+    try:
+        yield
+    finally:
+        await receiver.stop()
+        stopped.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, timeout=10)

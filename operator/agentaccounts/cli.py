@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("demo", help="walk through an AgentAccount's life on the current cluster")
 
-    commands.add_parsers(sub)  # request, list, status, extend, revoke, approve, deny, mcp
+    commands.add_parsers(sub)  # request, list, status, extend, revoke, approve, deny, mcp, activity
     return parser
 
 
@@ -158,6 +158,7 @@ async def _lead_and_run(parts: app.App, kube: Kube) -> int:
     where = (settings.leader_election_namespace, settings.leader_election_name)
     async with _standby_health(settings.liveness):
         await leader.acquire(store, identity, *where)
+    parts.leadership.leading = True  # the audit-webhook endpoint accepts and writes from now on
     work = asyncio.ensure_future(handlers.run_operator(parts))
     keep = asyncio.ensure_future(leader.hold(store, identity, *where))
     try:

@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     # Cloudflare API base URLs a provider's apiBaseURL may start with. A provider object can never
     # widen this: it is the operator's own setting. Plain http is accepted only for loopback.
     allowed_api_base_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [CLOUDFLARE_API])
+    # The operator's audit stream (activity/stream.py): "-" stdout, "" off, else a file appended to.
+    audit_log: str = "-"
+    # The audit-webhook endpoint the API server's webhook backend posts to (activity/receiver.py). Off
+    # (0) unless configured. Mutual TLS: our serving certificate and key, the CA that signed the API
+    # server's client certificate, and the subject that certificate must have (CN, and O if set).
+    audit_webhook_port: int = Field(default=0, ge=0, le=65535, description="0 disables the endpoint")
+    audit_webhook_listen: str = "127.0.0.1"
+    audit_webhook_cert_file: str = ""
+    audit_webhook_key_file: str = ""
+    audit_webhook_client_ca_file: str = ""
+    audit_webhook_client_cn: str = "kube-apiserver-audit"
+    audit_webhook_client_org: str = ""
+    activity_flush_seconds: float = Field(default=2.0, gt=0, description="status.activity write batching")
 
     @field_validator("allowed_api_base_urls", mode="before")
     @classmethod

@@ -9,6 +9,12 @@ session). `state.json` there records the PID of every process we started, so `do
 those and a stale directory from a killed run is recognised (its PIDs are dead, or are not our
 binaries any more) and cleaned. Ports are chosen free by the kernel, never fixed.
 
+The API server sends audit events (Metadata level, ServiceAccount requests only: AUDIT_POLICY) in
+batches to https://127.0.0.1:<audit_port>, the port recorded in state.json and exposed as
+`Cluster.audit_port`; an operator started with `audit_operator_env` serves its audit-webhook endpoint
+there (mutual TLS: the API server presents pki's audit client certificate). While nobody listens the
+API server retries and drops, which is harmless.
+
     python -m cluster.launcher up [--dir .local]      # prints the kubeconfig path when ready
     python -m cluster.launcher down [--dir .local]
 """
@@ -65,11 +71,38 @@ def _exited(pid: int) -> bool:
         return True
 
 
+# Metadata for requests by ServiceAccounts (agents), nothing else; the controllers' own ServiceAccounts
+# (kube-system, --use-service-account-credentials) are not agents. RequestReceived would double every
+# event.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: None
+  userGroups: ["system:serviceaccounts:kube-system"]
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+"""
+
+
 @dataclass
 class Cluster:
     dir: Path
     server: str = ""
     pids: dict[str, int] = field(default_factory=dict)
+    audit_port: int = 0  # where the API server's audit webhook backend posts (see the module docstring)
+
+    def audit_operator_env(self) -> dict[str, str]:
+        """The settings that make an operator serve the audit-webhook endpoint this cluster posts to."""
+        certs = pki.Pki(self.dir / "pki")
+        return {
+            "AGENTACCOUNTS_AUDIT_WEBHOOK_PORT": str(self.audit_port),
+            "AGENTACCOUNTS_AUDIT_WEBHOOK_CERT_FILE": str(certs.audit_serving_cert),
+            "AGENTACCOUNTS_AUDIT_WEBHOOK_KEY_FILE": str(certs.audit_serving_key),
+            "AGENTACCOUNTS_AUDIT_WEBHOOK_CLIENT_CA_FILE": str(certs.ca),
+            "AGENTACCOUNTS_AUDIT_WEBHOOK_CLIENT_CN": pki.AUDIT_CLIENT_CN,
+        }
 
     @property
     def kubeconfig(self) -> Path:
@@ -87,7 +120,9 @@ class Cluster:
         return self.dir / "state.json"
 
     def save(self) -> None:
-        self._state_file().write_text(json.dumps({"server": self.server, "pids": self.pids}))
+        self._state_file().write_text(
+            json.dumps({"server": self.server, "pids": self.pids, "audit_port": self.audit_port})
+        )
 
     @classmethod
     def load(cls, directory: Path) -> Cluster | None:
@@ -95,7 +130,7 @@ class Cluster:
             state = json.loads((directory / "state.json").read_text())
         except (OSError, ValueError):
             return None
-        return cls(directory, state.get("server", ""), state.get("pids", {}))
+        return cls(directory, state.get("server", ""), state.get("pids", {}), state.get("audit_port", 0))
 
     def running(self) -> bool:
         return bool(self.pids) and all(_alive(pid, name) for name, pid in self.pids.items())
@@ -196,6 +231,19 @@ def up(directory: Path, die_with_parent: bool = False) -> Cluster:
     certs = pki.make_pki(directory / "pki")
     etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     cluster.server = f"https://127.0.0.1:{api_port}"
+    cluster.audit_port = free_port()
+    audit_policy = directory / "audit-policy.yaml"
+    audit_policy.write_text(AUDIT_POLICY)
+    audit_kubeconfig = directory / "audit-webhook.kubeconfig"
+    audit_kubeconfig.write_text(
+        pki.kubeconfig(
+            f"https://127.0.0.1:{cluster.audit_port}/audit",
+            certs,
+            certs.audit_client_cert,
+            certs.audit_client_key,
+            pki.AUDIT_CLIENT_CN,
+        )
+    )
     cluster.kubeconfig.write_text(
         pki.kubeconfig(cluster.server, certs, certs.admin_cert, certs.admin_key, "admin")
     )
@@ -238,6 +286,17 @@ def up(directory: Path, die_with_parent: bool = False) -> Cluster:
                 f"--service-account-signing-key-file={certs.sa_key}",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-webhook-config-file={audit_kubeconfig}",
+                "--audit-webhook-mode=batch",
+                "--audit-webhook-batch-max-wait=1s",  # tests see an agent's requests within ~1 s
+                "--audit-webhook-initial-backoff=1s",  # a refused batch (no endpoint yet) is retried soon
+                # For a real node (tests/cluster/node.py; harmless without one): `kubectl logs/exec` reach
+                # the kubelet with the admin's client certificate (kubeadm's apiserver-kubelet-client is
+                # system:masters too), at the node's InternalIP 127.0.0.1 (its name is not in any DNS).
+                f"--kubelet-client-certificate={certs.admin_cert}",
+                f"--kubelet-client-key={certs.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
                 "--v=0",
             ],
             die_with_parent,

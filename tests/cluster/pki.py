@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALID = dt.timedelta(days=30)
+AUDIT_CLIENT_CN = "kube-apiserver-audit"  # the operator's default audit_webhook_client_cn
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,15 @@ class Pki:
     cm_key = property(lambda self: self.dir / "controller-manager.key")
     sa_key = property(lambda self: self.dir / "sa.key")
     sa_pub = property(lambda self: self.dir / "sa.pub")
+    # The audit webhook: the client certificate the API server presents to the operator's endpoint,
+    # the endpoint's serving certificate, and a certificate from the same CA with another subject
+    # (tests show the endpoint refuses it).
+    audit_client_cert = property(lambda self: self.dir / "audit-client.crt")
+    audit_client_key = property(lambda self: self.dir / "audit-client.key")
+    audit_serving_cert = property(lambda self: self.dir / "audit-receiver.crt")
+    audit_serving_key = property(lambda self: self.dir / "audit-receiver.key")
+    audit_other_cert = property(lambda self: self.dir / "audit-other.crt")
+    audit_other_key = property(lambda self: self.dir / "audit-other.key")
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
@@ -103,6 +113,9 @@ def make_pki(directory: Path) -> Pki:
     leaf(pki.serving_cert, pki.serving_key, _name("kube-apiserver"), server=True)
     leaf(pki.admin_cert, pki.admin_key, _name("agentaccounts-admin", "system:masters"), server=False)
     leaf(pki.cm_cert, pki.cm_key, _name("system:kube-controller-manager"), server=False)
+    leaf(pki.audit_client_cert, pki.audit_client_key, _name(AUDIT_CLIENT_CN), server=False)
+    leaf(pki.audit_serving_cert, pki.audit_serving_key, _name("agentaccounts-audit-webhook"), server=True)
+    leaf(pki.audit_other_cert, pki.audit_other_key, _name("not-the-api-server"), server=False)
     # Service-account tokens are signed with RSA: every Kubernetes version accepts RS256.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki.sa_key, sa_key)

@@ -35,6 +35,15 @@ DEFAULTS: dict[str, Any] = {
     "webhook_host": "127.0.0.1",
     "webhook_service": None,
     "allowed_api_base_urls": ["https://api.cloudflare.com/client/v4"],
+    "audit_log": "-",
+    "audit_webhook_port": 0,
+    "audit_webhook_listen": "127.0.0.1",
+    "audit_webhook_cert_file": "",
+    "audit_webhook_key_file": "",
+    "audit_webhook_client_ca_file": "",
+    "audit_webhook_client_cn": "kube-apiserver-audit",
+    "audit_webhook_client_org": "",
+    "activity_flush_seconds": 2.0,
 }
 
 

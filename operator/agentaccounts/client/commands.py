@@ -15,7 +15,7 @@ import logging
 import sys
 from typing import Any
 
-from agentaccounts.client import scopes
+from agentaccounts.client import activity, scopes
 from agentaccounts.client.accounts import Accounts, Progress
 from agentaccounts.client.errors import EXIT_CODES, ClientError, NoClusterAccess, UsageError
 from agentaccounts.client.views import (
@@ -30,7 +30,7 @@ from agentaccounts.client.views import (
 from agentaccounts.kube import Kube, KubeConfigError, context_namespace
 from agentaccounts.models import AgentAccount
 
-COMMANDS = ("request", "list", "status", "extend", "revoke", "approve", "deny", "mcp")
+COMMANDS = ("request", "list", "status", "extend", "revoke", "approve", "deny", "mcp", "activity")
 EXAMPLES = """examples:
   eval "$(agentaccounts request --provider in-cluster --scope get,list:configmaps --lifetime 30m -o env)"
   agentaccounts request --provider cloudflare --scope 'Workers Scripts Read:account' -o json
@@ -134,6 +134,8 @@ def add_parsers(sub: Any) -> None:
     mcp.add_argument("--max-lifetime", help="refuse lifetimes above this, e.g. 1h (default: the provider's)")
     mcp.add_argument("-n", "--namespace", help="work only in this namespace (default: any, per call)")
 
+    activity.add_parser(command)
+
 
 def run(args: argparse.Namespace) -> int:
     """Run one client subcommand; the exit code (errors.py)."""
@@ -149,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
                 from agentaccounts.client.mcp_server import serve
 
                 return serve(kube, args, namespace)
+            if args.command == "activity":
+                return asyncio.run(activity.run(kube, args, namespace))
             return asyncio.run(_COMMANDS[args.command](Accounts(kube), args, namespace))
         finally:
             kube.close()

@@ -63,6 +63,10 @@ class Issued:
     secret_data: dict[str, str] | None
     note: str = ""  # what the provider does on its own (goes to status.providerNote)
     extra_labels: dict[str, str] = field(default_factory=dict)
+    # The id the provider's own audit records name this credential by (Kubernetes: "JTI=<the token's
+    # jti>", as audit events carry it in user.extra["authentication.kubernetes.io/credential-id"]).
+    # Not a secret. "" when the provider has none or minted no new credential.
+    credential_id: str = ""
 
 
 Recorder = Callable[[AccountRef], Awaitable[None]]
@@ -85,6 +89,37 @@ class Provider(Protocol):
 
     async def revoke(self, request: IssueRequest, ref: AccountRef | None) -> None:
         """Destroy the identity; what is already gone is success."""
+
+
+@dataclass(frozen=True)
+class ActivityEntry:
+    """One request an agent identity made, as the provider's own records show it. Never a credential."""
+
+    time: str  # RFC 3339, UTC
+    verb: str  # Kubernetes: the audit verb ("get", "list", ...); Cloudflare: the audit action ("create", ...)
+    resource: str  # "configmaps", "dns_records", ...
+    name: str = ""
+    namespace: str = ""  # the Kubernetes namespace the request was for, or ""
+    code: int = 0  # the HTTP response code; 0 when the source does not say
+    audit_id: str = ""  # the source's own id of this record
+
+
+@dataclass(frozen=True)
+class ProviderActivity:
+    """What a provider's own records say an identity did between two moments."""
+
+    entries: list[ActivityEntry]
+    complete: bool  # False when the source could not be read in full (or at all)
+    note: str = ""  # what this trail cannot show, and why (for people: status and the CLI show it)
+
+
+class ReportsActivity(Protocol):
+    """A provider that can read back what an identity did (Cloudflare's account audit log). Optional:
+    the reconciler asks `isinstance(provider, ReportsActivity)`-style (hasattr) before calling."""
+
+    async def activity(self, ref: AccountRef, since: datetime, before: datetime) -> ProviderActivity:
+        """The identity's recorded activity in [since, before); never raises for a missing permission
+        (that is an empty, incomplete trail whose note says why)."""
 
 
 @dataclass
