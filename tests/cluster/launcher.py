@@ -116,6 +116,11 @@ class Cluster:
     def logs(self) -> Path:
         return self.dir / "logs"
 
+    @property
+    def audit_log(self) -> Path:
+        """The same audit events as the log backend writes them (JSON lines), for `activity ingest`."""
+        return self.logs / "audit.log"
+
     def _state_file(self) -> Path:
         return self.dir / "state.json"
 
@@ -291,6 +296,7 @@ def up(directory: Path, die_with_parent: bool = False) -> Cluster:
                 "--audit-webhook-mode=batch",
                 "--audit-webhook-batch-max-wait=1s",  # tests see an agent's requests within ~1 s
                 "--audit-webhook-initial-backoff=1s",  # a refused batch (no endpoint yet) is retried soon
+                f"--audit-log-path={cluster.audit_log}",
                 # For a real node (tests/cluster/node.py; harmless without one): `kubectl logs/exec` reach
                 # the kubelet with the admin's client certificate (kubeadm's apiserver-kubelet-client is
                 # system:masters too), at the node's InternalIP 127.0.0.1 (its name is not in any DNS).

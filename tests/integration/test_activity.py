@@ -288,3 +288,38 @@ def test_an_agents_requests_are_its_trail_and_nobody_elses(
         assert token not in audit_log.read_text()
         assert token not in operator.output()
         assert token not in remaining
+
+
+def test_ingest_attributes_audit_json_lines_where_no_webhook_can_be_configured(
+    cluster: Any,
+    api: client.ApiClient,
+    namespace: str,
+    in_cluster_provider: str,
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    start_operator(namespace)  # no audit-webhook endpoint: as on a managed cluster
+    kubeconfig = issue(api, namespace, "reader", in_cluster_provider)
+    token = secret_data(api, namespace, "reader-credentials")["token"]
+    agent = agent_api(kubeconfig)
+    core = client.CoreV1Api(agent)
+    assert status_of(lambda: core.list_namespaced_config_map(namespace)) == 200
+    assert status_of(lambda: core.list_namespaced_secret(namespace)) == 403
+    agent.close()
+    log = cluster.handle.audit_log  # the API server's log backend: the same events, as JSON lines
+
+    def ingested() -> bool:
+        done = cli(cluster, "activity", "ingest", str(log), "-n", namespace)
+        assert done.returncode == 0, done.stderr
+        return activity(api, namespace, "reader").get("requests") == 2
+
+    wait_for(ingested, 30, "both requests ingested", interval=0.5)
+    again = cli(cluster, "activity", "ingest", str(log), "-n", namespace)  # the same lines once more
+    assert again.returncode == 0, again.stderr
+    summary = activity(api, namespace, "reader")
+    assert (summary["requests"], summary["denied"]) == (2, 1)  # a resent event is not counted twice
+    lines = [json.loads(line) for line in again.stdout.splitlines()]
+    assert {(line["verb"], line["resource"], line["code"]) for line in lines} == {
+        ("list", "configmaps", 200),
+        ("list", "secrets", 403),
+    }
+    assert token not in again.stdout and token not in log.read_text()
