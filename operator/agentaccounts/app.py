@@ -2,8 +2,8 @@
 
 `cli run` and `demo` both start the operator through `build`, so there is one place that decides what
 is made once per process: the signing key (read or made on first start), the HTTP client (opened
-here, closed when the operator stops), the provider dependencies, the reconciler, admission, and the
-timers' wake-ups. kopf hands the result to every handler as `memo.app`.
+here, closed when the operator stops), the provider dependencies, the reconciler and admission. kopf
+hands the result to every handler as `memo.app`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from agentaccounts.providers.base import Deps
 from agentaccounts.reconcile import Reconciler
 from agentaccounts.settings import Settings
 from agentaccounts.stamps import Signer
-from agentaccounts.timer import Wakeups
 
 # pool=None: waiting for a free connection is our own queue, not a provider failure. With a pool
 # timeout, a burst of ~1000 Cloudflare issues on a busy event loop timed out in the queue (PoolTimeout
@@ -50,7 +49,6 @@ class App:
     deps: Deps
     reconciler: Reconciler
     admission: Admission
-    wakeups: Wakeups
     leadership: Leadership = field(default_factory=Leadership)
     activity: Collector | None = None  # set when the audit-webhook endpoint is on
 
@@ -65,7 +63,7 @@ async def build(kube: Kube, settings: Settings) -> AsyncIterator[App]:
         deps = Deps(kube=kube, settings=settings, http=http)
         reconciler = Reconciler(deps, Signer(key))
         admission = Admission(reconciler.access, reconciler.resolver, reconciler.signer, deps.now)
-        parts = App(settings, deps, reconciler, admission, Wakeups(), Leadership(not settings.leader_elect))
+        parts = App(settings, deps, reconciler, admission, Leadership(not settings.leader_elect))
         stream.configure(settings.audit_log)
         async with _activity(parts):
             yield parts

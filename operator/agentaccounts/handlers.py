@@ -1,4 +1,4 @@
-"""The only module that imports kopf: thin handlers that call down into reconcile and timer.
+"""The only module that imports kopf: thin handlers that call down into reconcile and the scheduler.
 
 kopf decides *when* (events, resumes, retries, daemons, finalizers); reconcile decides *what*. The
 translation between the two is here and nowhere else: our PermanentError becomes kopf.PermanentError
@@ -7,7 +7,11 @@ else is left to kopf's backoff.
 
 Handlers are registered per run (`registry`), not by import-time decorators, so that what depends on
 the settings (the orphan sweep's interval, admission on or off) is registered with its real values;
-the parts they use (app.App) reach them through kopf's `memo`, not a module global.
+the parts they use (app.App, the scheduler) reach them through kopf's `memo`, not a module global.
+
+Expiry is not a kopf daemon per account (see scheduler.py for why): every watch event of an
+AgentAccount is handed to the one scheduler (`observe`), which runs beside kopf for as long as the
+operator does.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from typing import Any
 import kopf
 
 from agentaccounts import kube as kube_module
-from agentaccounts import provider_upkeep, timer, webhook_tls
+from agentaccounts import provider_upkeep, webhook_tls
 from agentaccounts.admission import refusal_message
 from agentaccounts.app import App
 from agentaccounts.conditions import Emit
 from agentaccounts.errors import AgentAccountsError, PermanentError, TemporaryError
 from agentaccounts.kube import KubeApiError
+from agentaccounts.scheduler import Scheduler
 from agentaccounts.settings import Settings
 
 GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
@@ -38,6 +43,11 @@ log = logging.getLogger(__name__)
 def _app(memo: Any) -> App:
     app: App = memo["app"]
     return app
+
+
+def _scheduler(memo: Any) -> Scheduler:
+    scheduler: Scheduler = memo["scheduler"]
+    return scheduler
 
 
 class ServiceWebhookServer(kopf.WebhookServer):
@@ -89,7 +99,7 @@ def _webhook_server(ours: Settings) -> kopf.WebhookServer:
     return kopf.WebhookServer(addr=ours.webhook_listen, port=ours.webhook_port, host=ours.webhook_host, **tls)
 
 
-def _emitter(body: kopf.Body) -> Emit:
+def _emitter(body: Any) -> Emit:
     def emit(kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)
 
@@ -138,13 +148,20 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
     return kopf.ConnectionInfo(**kube_module.connection_info(_app(memo).deps.kube))
 
 
-async def issue(body: kopf.Body, uid: str, memo: Any, **_: Any) -> None:
-    app = _app(memo)
-    try:
-        with _translated():
-            await app.reconciler.ensure_issued(dict(body), _emitter(body))
-    finally:
-        app.wakeups.wake(uid)  # a new or edited expiry: the timer must look again now
+async def issue(body: kopf.Body, memo: Any, **_: Any) -> None:
+    with _translated():
+        written = await _app(memo).reconciler.ensure_issued(dict(body), _emitter(body))
+    if written:  # a new or edited expiry is due now, not when the watch brings our own write back
+        _scheduler(memo).observe({**body, "status": {**(body.get("status") or {}), **written}})
+
+
+async def observe(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:  # kopf names it `type`
+    scheduler = _scheduler(memo)
+    # Started from here, not beside kopf.operator: kopf.event() posts through context variables
+    # (the operator's settings and its one event queue) that kopf sets only while it processes an
+    # object, and a task inherits the context it was created in.
+    scheduler.ensure_running()
+    scheduler.observe(dict(body), deleted=type == "DELETED")
 
 
 def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
@@ -165,19 +182,6 @@ async def check(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: A
         await _app(memo).admission.validate(operation, dict(body), dict(old) if old else None, dict(userinfo))
     except AgentAccountsError as exc:
         raise kopf.AdmissionError(refusal_message(exc), code=403) from None
-
-
-async def expiry(
-    body: kopf.Body,
-    name: str,
-    namespace: str | None,
-    uid: str,
-    stopped: kopf.DaemonStopped,
-    memo: Any,
-    **_: Any,
-) -> None:
-    app = _app(memo)
-    await timer.run(app.reconciler, namespace or "", name, uid, stopped, app.wakeups, _emitter(body))
 
 
 async def remove(body: kopf.Body, memo: Any, **_: Any) -> None:
@@ -224,7 +228,7 @@ def registry(settings: Settings) -> kopf.OperatorRegistry:
     kopf.on.create(*accounts, registry=reg)(issue)
     kopf.on.update(*accounts, field="spec", registry=reg)(issue)
     kopf.on.delete(*accounts, registry=reg)(remove)
-    kopf.daemon(*accounts, cancellation_timeout=5.0, registry=reg)(expiry)
+    kopf.on.event(*accounts, registry=reg)(observe)  # every version, the listing at start included
     kopf.on.mutate(*accounts, id="stamp", operations=["CREATE", "UPDATE"], registry=reg)(stamp)
     kopf.on.validate(*accounts, id="check", operations=["CREATE", "UPDATE"], registry=reg)(check)
     for plural in PROVIDER_PLURALS:
@@ -243,13 +247,17 @@ def registry(settings: Settings) -> kopf.OperatorRegistry:
 
 
 async def run_operator(app: App) -> None:
-    """Run the embedded kopf operator until cancelled."""
+    """Run the embedded kopf operator, and the scheduler with it, until cancelled."""
     settings = app.settings
-    await kopf.operator(
-        registry=registry(settings),
-        memo=kopf.Memo(app=app),
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=settings.liveness,
-        standalone=True,
-    )
+    scheduler = Scheduler(app.reconciler, _emitter, workers=settings.expiry_workers)
+    try:
+        await kopf.operator(
+            registry=registry(settings),
+            memo=kopf.Memo(app=app, scheduler=scheduler),
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=settings.liveness,
+            standalone=True,
+        )
+    finally:
+        await scheduler.stop()

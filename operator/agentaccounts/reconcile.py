@@ -89,6 +89,11 @@ class Reconciler:
         fresh = await self.kube.get_custom("AgentAccount", meta.get("namespace", ""), meta.get("name", ""))
         if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
             return None  # deleted (or replaced) meanwhile: the delete handler / the new object's own turn
+        if fresh["metadata"].get("deletionTimestamp"):
+            # Being deleted: only the delete handler acts now. (Deletion bumps metadata.generation, so a
+            # create handler a killed operator had not recorded as done would otherwise see a Ready
+            # account "out of date" and mint a new credential into the Secret about to be revoked.)
+            return None
         body = fresh
         current = dict(body.get("status") or {})
         try:

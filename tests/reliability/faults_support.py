@@ -390,11 +390,16 @@ class PhaseWatch(Watcher):
             "agentaccounts",
         )
         self.first: dict[tuple[str, str], float] = {}
+        self.first_version: dict[tuple[str, str], int] = {}
         self.gone: dict[str, float] = {}
         self.bodies: dict[str, dict[str, Any]] = {}
 
     def seen(self, name: str, phase: str) -> float | None:
         return self.first.get((name, phase))
+
+    def seen_version(self, name: str, phase: str) -> int | None:
+        """The resourceVersion at which the account was first seen in `phase` (see SecretWatch)."""
+        return self.first_version.get((name, phase))
 
     def note(self, event: dict[str, Any], at: float) -> None:
         obj = event["object"]
@@ -408,12 +413,17 @@ class PhaseWatch(Watcher):
         phase = (obj.get("status") or {}).get("phase")
         if phase:
             self.first.setdefault((name, phase), at)
+            self.first_version.setdefault((name, phase), int(obj["metadata"]["resourceVersion"]))
 
 
 class SecretWatch(Watcher):
-    """Every value every labelled Secret of a namespace ever held, in order, with when it was seen:
-    the credentials issued during a test (for the leak scan and the rejection checks), and whether a
-    Secret's credentials ever changed (a re-issue)."""
+    """Every value every labelled Secret of a namespace ever held, in order: the credentials issued
+    during a test (for the leak scan and the rejection checks), and whether a Secret's credentials
+    changed after its account was Ready (a re-issue).
+
+    Order across the Secret and the AgentAccount is judged by resourceVersion, not by when two
+    separate watches delivered their events: on one etcd, resourceVersions are its single revision
+    counter (opaque to clients by contract, but this is a test of one known control plane)."""
 
     def __init__(self, api_factory: Callable[[], client.ApiClient], namespace: str) -> None:
         super().__init__(
@@ -422,7 +432,7 @@ class SecretWatch(Watcher):
             namespace,
             label_selector=UID_LABEL,
         )
-        self.history: dict[str, list[tuple[float, dict[str, str]]]] = {}
+        self.history: dict[str, list[tuple[int, dict[str, str]]]] = {}  # (resourceVersion, data)
 
     def note(self, event: dict[str, Any], at: float) -> None:
         secret = event["object"]
@@ -431,18 +441,19 @@ class SecretWatch(Watcher):
         data = {k: base64.b64decode(v).decode() for k, v in secret.data.items()}
         versions = self.history.setdefault(secret.metadata.name, [])
         if not versions or versions[-1][1] != data:
-            versions.append((at, data))
+            versions.append((int(secret.metadata.resource_version), data))
 
     def credentials(self, name: str) -> list[dict[str, str]]:
         return [data for _, data in self.history.get(name, [])]
 
-    def changed_after(self, name: str, moment: float) -> bool:
-        """Whether the Secret's credentials changed after `moment` (e.g. after its account was Ready)."""
-        versions = self.history.get(name, [])
-        before = [d for t, d in versions if t <= moment]
-        after = [d for t, d in versions if t > moment]
-        first = before[-1] if before else (after[0] if after else None)
-        return any(_secret_part(d) != _secret_part(first or {}) for d in after)
+    def changed_after(self, name: str, version: int) -> bool:
+        """Whether the Secret's credentials changed after resourceVersion `version` (e.g. the one at
+        which its account was first seen Ready)."""
+        versions = sorted(self.history.get(name, []), key=lambda v: v[0])
+        before = [d for rv, d in versions if rv < version]
+        after = [d for rv, d in versions if rv > version]
+        current = before[-1] if before else (after[0] if after else {})
+        return any(_secret_part(d) != _secret_part(current) for d in after)
 
 
 def _secret_part(data: dict[str, str]) -> tuple[str | None, ...]:

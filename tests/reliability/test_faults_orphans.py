@@ -121,7 +121,8 @@ def _strip_owner_references(api: client.ApiClient, namespace: str, uid: str) -> 
         "(providers/kubernetes/__init__.py sweep: 'Candidates are our Roles'), and a Cloudflare account has "
         "no Role: the credentials Secret of a force-deleted Cloudflare AgentAccount whose owner reference "
         "is gone (restored from a backup, edited by hand) is never removed (the garbage collector, which "
-        "otherwise removes it ~40 s later, needs the reference)"
+        "otherwise removes it, needs the reference; the sweep's docstring says it 'holds even where the "
+        "references were stripped')"
     ),
 )
 def test_force_deleted_accounts_leave_nothing_behind(
@@ -202,7 +203,8 @@ def test_force_deleted_accounts_leave_nothing_behind(
         for kind in ("ServiceAccount", "Role", "RoleBinding", "Secret"):
             assert (kind, uids[k8s[-1]]) in labelled, f"the live account lost its {kind}"
         token = secrets.credentials(f"{cf[-1]}-credentials")[-1]["CLOUDFLARE_API_TOKEN"]
-        assert _token_works(emulator, p.account, token)
+        works = _token_works(emulator, p.account, token)  # (no credential in a failure report)
+        assert works, "the live Cloudflare account's token does not work"
         assert set(accounts(api, namespace)) == kept
         events = events_of(api, namespace, "AccountProvider", "cloudflare")
         swept_tokens = [e.message for e in events if e.reason == "OrphanDeleted"]
@@ -415,7 +417,8 @@ def test_deleted_namespaces_never_hang_and_every_token_is_revoked_or_dies_at_its
             for i, name in enumerate(elsewhere):
                 if i % 2:
                     value = secrets.credentials(f"{name}-credentials")[-1]["CLOUDFLARE_API_TOKEN"]
-                    assert not _token_works(emulator, p_vault.account, value), f"{name}'s token still works"
+                    works = _token_works(emulator, p_vault.account, value)
+                    assert not works, f"{name}'s token still works"
             leaks.collect(doomed_secrets, secrets)
         hits = leak_hits(leaks, api, [namespace], operators)
         figures.update(

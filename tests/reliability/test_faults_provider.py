@@ -166,16 +166,17 @@ def test_5xx_drops_latency_and_a_429_block_never_issue_twice_nor_exceed_the_budg
             "no orphan, no duplicate token",
         )
         ready = [x for x, a in accounts(api, namespace).items() if a["status"].get("phase") == "Ready"]
+        # (Judged into booleans first: a failure report must not print a credential.)
         for name in ready:
-            data = secrets.credentials(f"{name}-credentials")[-1]
-            assert _works(emulator, p.account, data), f"{name}'s credential does not work"
+            works = _works(emulator, p.account, secrets.credentials(f"{name}-credentials")[-1])
+            assert works, f"{name}'s credential does not work"
         for name, fate in fates.items():
             if fate in ("expire", "delete"):
                 for data in secrets.credentials(f"{name}-credentials"):
-                    assert not _works(emulator, p.account, data), f"{name}'s credential still works"
-                    assert emulator.token_id(data["CLOUDFLARE_API_TOKEN"]) is None, (
-                        f"{name}'s token not deleted"
-                    )
+                    works = _works(emulator, p.account, data)
+                    assert not works, f"{name}'s credential still works"
+                    deleted = emulator.token_id(data["CLOUDFLARE_API_TOKEN"]) is None
+                    assert deleted, f"{name}'s token not deleted"
 
         # The budget was never exceeded in any window (0.25 s tolerance for latency), so Cloudflare's
         # own limit was never reached: the only 429s are the forced ones, and the token never blocked.

@@ -17,7 +17,7 @@ Every call is recorded in `calls` (method name first, arguments deep-copied), so
 was written, in which order, or "no API call at all"; `fail` makes the next matching call raise.
 RBAC is reduced to a list of `Grant`s per user, answered by `subject_access_review`.
 
-`FakeClock` and `FakeStopped` are virtual wall time and kopf's daemon stop flag for the timer;
+`FakeClock` and `FakeWaiter` are virtual wall time and the scheduler's wait on it;
 `VirtualTime` is a virtual monotonic clock for the Cloudflare request budget.
 """
 
@@ -29,7 +29,7 @@ import copy
 import heapq
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -516,9 +516,13 @@ class FakeClock:
         return self.t
 
     async def sleep(self, seconds: float) -> None:
+        await self.alarm(seconds)
+
+    def alarm(self, seconds: float) -> asyncio.Future[None]:
+        """A future that `advance` resolves once `seconds` have passed (registered at once)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self.t + timedelta(seconds=seconds), next(self._seq), future))
-        await future
+        return future
 
     def advance(self, seconds: float) -> None:
         """Move time on; every sleeper whose time has come is released (it runs at the next await)."""
@@ -529,46 +533,33 @@ class FakeClock:
                 future.set_result(None)
 
 
-class FakeStopped:
-    """kopf's DaemonStopped on a FakeClock (satisfies timer.Stopped): falsy until `stop()`; `wait`
-    returns when stopped or when the virtual timeout has passed. `sleeps` records every timeout asked
-    for; `next_sleep()` waits until the daemon starts its next wait and returns that timeout."""
+class FakeWaiter:
+    """The scheduler's wait (scheduler.Waiter) on a FakeClock: returns when the event is set or the
+    virtual timeout has passed. `asked` records every timeout; `waiting` is the one being waited now
+    (None while the scheduler runs, or once the wait is over but the scheduler has not resumed)."""
 
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
-        self.sleeps: list[float | None] = []
-        self._stop = asyncio.Event()
-        self._started = asyncio.Event()
-        self._taken = 0
+        self.asked: list[float] = []
+        self._current: tuple[float, datetime, asyncio.Event] | None = None
 
-    def __bool__(self) -> bool:
-        return self._stop.is_set()
+    @property
+    def waiting(self) -> float | None:
+        if self._current is None:
+            return None
+        seconds, until, event = self._current
+        return None if event.is_set() or self.clock.now() >= until else seconds
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    def wait(self, timeout: float | None = None) -> Awaitable[bool]:
-        return self._wait(timeout)
-
-    async def _wait(self, seconds: float | None) -> bool:
-        self.sleeps.append(seconds)
-        self._started.set()
-        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stop.wait())]
-        if seconds is not None:
-            waiters.append(asyncio.ensure_future(self.clock.sleep(seconds)))
+    async def __call__(self, event: asyncio.Event, seconds: float) -> None:
+        self.asked.append(seconds)
+        waiters = [asyncio.ensure_future(event.wait()), self.clock.alarm(seconds)]
+        self._current = (seconds, self.clock.now() + timedelta(seconds=seconds), event)
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._current = None
             for waiter in waiters:
                 waiter.cancel()
-        return bool(self)
-
-    async def next_sleep(self) -> float | None:
-        while len(self.sleeps) <= self._taken:
-            self._started.clear()
-            await self._started.wait()
-        self._taken += 1
-        return self.sleeps[self._taken - 1]
 
 
 class VirtualTime:

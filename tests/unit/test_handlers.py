@@ -43,7 +43,11 @@ def test_every_account_and_provider_event_has_a_handler() -> None:
         assert any(name == plural for _, name in changing), plural
     webhooks = {h.id for h in reg._webhooks.get_all_handlers()}
     assert webhooks == {"stamp", "check"}
-    assert [d.id for d in _spawned(reg, "DaemonHandler")] == ["expiry"]
+    # Expiry is the one scheduler, fed by every watch event; no kopf daemon per account (its memory
+    # and its periodic re-reads were the cost at 10,000 accounts).
+    assert _spawned(reg, "DaemonHandler") == []
+    watching = [h.selector.any_name for h in reg._watching.get_all_handlers() if h.selector]
+    assert watching == ["agentaccounts"]
 
 
 class _Kube:

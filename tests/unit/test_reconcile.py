@@ -245,6 +245,21 @@ async def test_an_up_to_date_ready_account_is_left_alone(rig: Rig) -> None:
     assert rig.kube.writes == []
 
 
+async def test_an_account_being_deleted_is_never_issued_again(rig: Rig) -> None:
+    """A create handler re-run after the deletion began (a killed operator had not recorded it done)
+    holds a stale body; deletion bumped the generation, so without this the account looks out of date."""
+    body = rig.account()
+    await rig.reconciler().ensure_issued(copy.deepcopy(body), rig.emit)
+    stored = rig.kube.custom[("AgentAccount", NS, "bot")]
+    stored["metadata"]["deletionTimestamp"] = rfc3339(NOW)
+    stored["metadata"]["generation"] = 2
+    rig.kube.calls.clear()
+
+    assert await rig.reconciler().ensure_issued(body, rig.emit) is None
+    assert rig.kube.writes == []
+    assert len(rig.kube.tokens) == 1
+
+
 async def test_issuing_again_after_a_crash_adopts_everything_and_keeps_the_expiry(rig: Rig) -> None:
     await rig.reconciler().ensure_issued(rig.account(), rig.emit)
     first = rig.status()

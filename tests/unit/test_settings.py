@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "cloudflare_max_wait_seconds": 10.0,
     "cloudflare_orphan_min_age_seconds": 600.0,
     "api_threads": 64,
+    "expiry_workers": 32,
     "leader_elect": False,
     "leader_election_namespace": "default",
     "leader_election_name": "agentaccounts-operator",
