@@ -4,7 +4,8 @@ Two agents get Cloudflare tokens from the operator and write with them; after th
 both at expiry, the Cloudflare provider's `activity()` — built here exactly as the operator builds it,
 with the parent token from the provider's Secret — reads each token's writes back from the account's
 audit log for its lifetime (status.issuedAt to status.revokedAt): each agent's own writes, in order,
-none of the other's, none of its reads or refused attempts, and no credential anywhere.
+none of the other's, none of its reads or refused attempts, and no credential anywhere; and the
+operator's own read at revocation put the same entries in each account's status.activity.
 """
 
 from __future__ import annotations
@@ -109,7 +110,17 @@ def test_writes_made_with_an_agent_token_are_its_trail_after_revocation(
     other = _activity(emulator, p, statuses["bystander"])
     assert [titles.get(e.name) for e in other.entries] == ["theirs"] and other.complete
 
+    # The operator asked the same at revocation (revoke.py) and merged it into each account's trail.
+    for name, expected in (("writer", trail), ("bystander", other)):
+        activity = statuses[name]["activity"]
+        assert activity["requests"] == len(expected.entries) and activity["denied"] == 0
+        assert [(e["verb"], e["resource"], e.get("name"), e.get("auditID")) for e in activity["recent"]] == [
+            (e.verb, e.resource, e.name, e.audit_id) for e in expected.entries
+        ]
+        assert activity["complete"] and any("not reads" in note for note in activity["notes"])
+
     text = json.dumps([asdict(e) for e in trail.entries + other.entries]) + trail.note + other.note
+    text += json.dumps([s["activity"] for s in statuses.values()])
     assert p.value not in text and writer not in text and bystander not in text
     assert_schema_valid(
         emulator, "GET /accounts/{account_id}/logs/audit", "POST /accounts/{account_id}/tokens"
