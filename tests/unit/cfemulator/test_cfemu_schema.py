@@ -50,12 +50,18 @@ def _full_flow(emu: Emulator, api: httpx.Client, account: str, parent: str) -> N
     )
     api.get(f"/accounts/{account}", headers=p)
     api.delete(f"{base}/{child['id']}", headers=p)
+    window = {"since": datetime.now(UTC).date().isoformat(), "before": expires, "direction": "asc"}
+    logged = api.get(
+        f"/accounts/{account}/logs/audit", params=window | {"resource_id": child["id"]}, headers=p
+    )
+    assert [e["action"]["type"] for e in logged.json()["result"]] == ["create", "update", "update", "delete"]
     # failures: 404, 403 (9109 and 10000), 400, 401, 429
     api.delete(f"{base}/{child['id']}", headers=p)
     api.get(base, headers=bearer("cfat_unknown"))
     api.post(base, json={"name": "x" * 121, "policies": body["policies"]}, headers=p)
     api.get(f"{base}/verify", headers=bearer("nope"))
     api.get(f"/accounts/{account}/workers/scripts", headers=p)
+    api.get(f"/accounts/{account}/logs/audit", params={"since": expires}, headers=p)  # no `before`: 400
     chal = api.post("/provisioning/previews/challenge", json={}).json()["result"]
     api.post(
         "/provisioning/previews",
@@ -81,18 +87,24 @@ def test_every_exchange_of_a_full_flow_matches_the_schema(
     responses = [validate_response(e.method, e.path, e.status, e.response) for e in exchanges]
     assert [r for r in responses if not r.ok] == []
     requests = [validate_request(e.method, e.path, e.request, e.query) for e in exchanges]
-    flagged = [r for r in requests if not r.ok]  # only the deliberately over-long name
+    flagged = [r for r in requests if not r.ok]  # only the deliberately over-long name and missing `before`
     assert [r.what for r in flagged] == [
-        "POST /accounts/{account_id}/tokens request"
+        "POST /accounts/{account_id}/tokens request",
+        "GET /accounts/{account_id}/logs/audit request",
     ] and "too long" in flagged[0].errors[0]
+    assert flagged[1].errors == ("query parameter before: required",)
     uncovered = [
         e for e in exchanges if e.path.startswith("/provisioning/") or e.path.endswith("/workers/scripts")
     ]
     assert len(uncovered) == 3
     assert [r.what for r in responses if r.skipped] == [f"{e.method} {e.path} response" for e in uncovered]
-    assert len(responses) - len(uncovered) == 16  # every schema-covered operation, some twice
+    assert len(responses) - len(uncovered) == 18  # every schema-covered operation, some twice
 
-    valid_requests = [e for e in exchanges if not (e.request or {}).get("name", "").startswith("xxx")]
+    valid_requests = [
+        e
+        for e in exchanges
+        if not (e.request or {}).get("name", "").startswith("xxx") and (e.query or {}).keys() != {"since"}
+    ]
     validated, skipped = assert_exchanges_valid(valid_requests)
     assert (validated, skipped) == (2 * (len(valid_requests) - 3), 2 * 3)
     with pytest.raises(AssertionError, match="971 is less than the minimum of 1000"):
