@@ -20,6 +20,7 @@ from aiohttp import web
 from . import audit_record, auditlog, auth, control, previews, r2, resources, tokens
 from . import envelope as E
 from .context import API_PREFIX, CTX, Context, Exchange, ctx_of
+from .model import Token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,7 +36,9 @@ def _json_or_none(raw: bytes) -> Any:
         return None
 
 
-async def _serve(request: web.Request, handler: Handler, ctx: Context) -> web.StreamResponse:
+async def _serve(
+    request: web.Request, handler: Handler, ctx: Context, token: Token | None
+) -> web.StreamResponse:
     faults, limiter = ctx.faults, ctx.limiter
     if faults.latency > 0:
         await asyncio.sleep(faults.latency)
@@ -51,7 +54,6 @@ async def _serve(request: web.Request, handler: Handler, ctx: Context) -> web.St
                 "Rate limited. Please wait and consider throttling your request speed",
                 headers={"retry-after": str(forced)},
             )
-        token = auth.peek(request)
         if token is not None:
             verdict = limiter.hit(token.id)
             extra = verdict.headers
@@ -86,7 +88,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     seen = (request.method, request.path[len(API_PREFIX) :] or "/", _query(request), _json_or_none(raw))
     actor = auth.peek(request)  # before the handler: a DELETE may remove the very token it presents
     try:
-        response = await _serve(request, handler, ctx)
+        response = await _serve(request, handler, ctx, actor)
     except _Dropped:
         ctx.exchanges.append(Exchange(*seen, None, None))
         if request.transport is not None:
