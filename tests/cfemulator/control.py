@@ -15,10 +15,12 @@ envelope, no auth: it binds to loopback and exists only in tests).
 | POST /_emulator/accounts/{a}/tokens {permissions, resources?, policies?, name?}                           |
 |                                                 | mint_token -> {"id", "value"}           |
 | GET  /_emulator/accounts/{a}/tokens             | list_tokens                             |
+| GET  /_emulator/accounts/{a}/audit              | audit_log (the account's audit-log v2)  |
 | GET  /_emulator/tokens/{t}                      | token_info (request_count, blocked_for) |
 | GET/DELETE /_emulator/requests                  | requests / clear_requests               |
-| PUT  /_emulator/faults {error_rate?, error_status?, latency?, drop_rate?, force_429?}                     |
-|                                                 | faults (force_429 in seconds)           |
+| PUT  /_emulator/faults {error_rate?, error_status?, latency?, drop_rate?, force_429?, audit_failures?}    |
+|                                                 | faults (force_429 in seconds; audit_failures:   |
+|                                                 | also log refused writes, audit_record.py) |
 | POST /_emulator/r2/check {access_key_id, secret, session_token?, bucket?, jurisdiction?, write?, key?}    |
 |                                                 | check_r2_keys -> {"valid"}              |
 """
@@ -117,9 +119,17 @@ async def faults(request: web.Request) -> web.Response:
             setattr(knobs, name, body[name])
     if "force_429" in body:
         knobs.force_429(float(body["force_429"]))
+    context = _emu(request).context
+    if "audit_failures" in body:
+        context.audit_failures = bool(body["audit_failures"])
     return _answer(
-        {name: getattr(knobs, name) for name in _FAULT_FIELDS} | {"force_429": knobs.forced_retry_after()}
+        {name: getattr(knobs, name) for name in _FAULT_FIELDS}
+        | {"force_429": knobs.forced_retry_after(), "audit_failures": context.audit_failures}
     )
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    return _answer(_emu(request).audit_log(request.match_info["account_id"]))
 
 
 async def check_r2(request: web.Request) -> web.Response:
@@ -152,6 +162,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
         ("POST", acct + "/buckets", add_bucket),
         ("POST", acct + "/tokens", mint_token),
         ("GET", acct + "/tokens", list_tokens),
+        ("GET", acct + "/audit", audit_log),
         ("GET", "/_emulator/tokens/{token_id}", token_info),
         ("GET", "/_emulator/requests", requests),
         ("DELETE", "/_emulator/requests", clear_requests),

@@ -207,6 +207,11 @@ class Emulator:
         """See ``r2.check_r2_keys``: session_token, bucket, jurisdiction, write, key."""
         return r2.check_r2_keys(self.store, access_key_id, secret, **options)
 
+    def audit_log(self, account_id: str) -> list[dict[str, Any]]:
+        """The account's audit-log v2 entries, oldest first, as GET .../logs/audit serves them."""
+        with self.store.lock:
+            return [e.entry for e in self.store.audit if e.entry["account"]["id"] == account_id]
+
     def account_info(self, account_id: str) -> dict[str, Any] | None:
         account = self.store.account(account_id)
         if account is None:

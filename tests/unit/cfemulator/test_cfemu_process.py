@@ -94,12 +94,20 @@ def test_standalone_process(process: Process) -> None:
 
         other = http.post(f"{origin}/_emulator/accounts", json={"name": "second"}).json()["id"]
         minted = http.post(
-            f"{origin}/_emulator/accounts/{other}/tokens", json={"permissions": ["D1 Read"]}
+            f"{origin}/_emulator/accounts/{other}/tokens", json={"permissions": ["D1 Write"]}
         ).json()
         assert (
             http.get(f"{base_url}/accounts/{other}/d1/database", headers=bearer(minted["value"])).status_code
             == 200
         )
+        db = http.post(
+            f"{base_url}/accounts/{other}/d1/database", json={"name": "d"}, headers=bearer(minted["value"])
+        )
+        logged = http.get(f"{origin}/_emulator/accounts/{other}/audit").json()  # the write, not the read
+        assert [(e["actor"]["token_id"], e["resource"]["id"]) for e in logged] == [
+            (minted["id"], db.json()["result"]["uuid"])
+        ]
+        assert http.put(f"{origin}/_emulator/faults", json={"audit_failures": True}).json()["audit_failures"]
         assert (
             http.post(
                 f"{origin}/_emulator/accounts/{other}/tokens", json={"permissions": ["Nope"]}
@@ -124,7 +132,7 @@ def test_standalone_process(process: Process) -> None:
             == 500
         )
         recorded = http.get(f"{origin}/_emulator/requests").json()
-        assert [r["status"] for r in recorded] == [200, 200, 200, 200, 429, 500]
+        assert [r["status"] for r in recorded] == [200, 200, 200, 200, 200, 429, 500]
 
     process.proc.send_signal(signal.SIGTERM)
     assert process.proc.wait(timeout=20) == 0
