@@ -252,7 +252,9 @@ async def test_an_empty_cursor_ends_the_pages_and_odd_entries_are_tolerated() ->
             {"accountId": "a" * 32, "apiBaseURL": "http://127.0.0.1:1/client/v4"}
         )
         provider = CloudflareProvider.create(block, "cfat_" + "x" * 48, client, RequestBudget())
-        trail = await provider.activity(AccountRef(kind=KIND, id=token), *_window())
+        new_year = datetime(2026, 1, 1, tzinfo=UTC)
+        window = (new_year - timedelta(hours=1), new_year + timedelta(hours=1))
+        trail = await provider.activity(AccountRef(kind=KIND, id=token), *window)
     assert trail.complete
     assert [(e.verb, e.resource, e.code, e.audit_id) for e in trail.entries] == [
         ("delegated_write", "Workers KV", 0, "e1"),

@@ -25,6 +25,7 @@ from agentaccounts.errors import InvalidSpec, NotPermitted
 from agentaccounts.models import AgentAccount, ProviderObject, Requester
 from agentaccounts.provider_secrets import read_provider_secret
 from agentaccounts.providers.base import Deps, Provider, ProviderType, Reviewer
+from agentaccounts.providers.cloudflare.activity import Coalescer
 from agentaccounts.providers.cloudflare.budget import BudgetRegistry
 from agentaccounts.providers.cloudflare.guard import check_api_base_url, check_scopes
 from agentaccounts.providers.cloudflare.provider import CATALOG_TTL, NAMES_TTL, CloudflareProvider
@@ -50,6 +51,7 @@ async def build(obj: ProviderObject, deps: Deps) -> Provider:
         )
         shared["catalogs"] = CatalogCache(CATALOG_TTL, deps.now)
         shared["names"] = NameIndex(NAMES_TTL, deps.now)
+        shared["activity"] = Coalescer()
     token = None if block.mode == "temporaryAccount" else await parent_token(obj, block, deps)
     return CloudflareProvider.create(
         block,
@@ -59,6 +61,7 @@ async def build(obj: ProviderObject, deps: Deps) -> Provider:
         now=deps.now,
         catalogs=shared["catalogs"],
         names=shared["names"],
+        coalescer=shared["activity"],
     )
 
 

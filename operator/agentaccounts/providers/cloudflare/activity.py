@@ -24,7 +24,10 @@ only ids, names and types are copied, each scrubbed and capped.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,7 +40,8 @@ from agentaccounts.providers.cloudflare.tokens import KIND, PREFIX
 log = logging.getLogger(__name__)
 
 PAGE_LIMIT = 1000  # the API's maximum page size: the fewest requests on the shared budget
-MAX_PAGES = 10  # 10,000 entries; more is cut (complete=False): the operator keeps a bounded trail anyway
+MAX_PAGES = 10  # per token: 10,000 entries; more is cut (complete=False): the trail is bounded anyway
+BATCH = 20  # token ids in one query (see Coalescer)
 _FIELD_CAP = 253  # a DNS name's length; ids and types are far shorter
 LIMITS = (
     "Cloudflare's audit log records writes (create, update, delete), not reads; refused attempts are "
@@ -101,12 +105,69 @@ def to_entry(item: Any, token_id: str, token_name: str = "") -> ActivityEntry | 
     )
 
 
-class ActivityReader:
-    """Reads one account's audit log with the parent token (one reader per provider)."""
+@dataclass(eq=False)
+class _Want:
+    """One caller's read: its token and window, and (once fetched) its answer."""
 
-    def __init__(self, api: CloudflareAPI, account_id: str) -> None:
+    ref: AccountRef
+    start: datetime
+    end: datetime
+    result: ProviderActivity | None = None
+    error: Exception | None = None
+
+
+Key = tuple[str, str, str]  # (API base URL, account id, budget key of the parent token)
+
+
+class Coalescer:
+    """Concurrent reads of one account's log with one parent token share their requests.
+
+    Why: every revocation reads the log once, and accounts expire in bursts; 200 of them would spend 200
+    requests of the parent token's 1100-per-5-minutes budget (budget.py), which issuing needs too. A read
+    that arrives while another is in flight waits for it, then goes out with every read waiting by then
+    (up to `batch` token ids in one `actor_token_id` filter, which takes several): nothing is delayed
+    when reads come one at a time, and a burst costs one request per page. Make one per process.
+    """
+
+    def __init__(self, batch: int = BATCH) -> None:
+        self._batch = batch
+        self._queues: dict[Key, list[_Want]] = {}
+        self._locks: dict[Key, asyncio.Lock] = {}
+
+    async def read(
+        self, key: Key, want: _Want, fetch: Callable[[list[_Want]], Awaitable[None]]
+    ) -> ProviderActivity:
+        queue = self._queues.setdefault(key, [])
+        queue.append(want)
+        try:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                while want.result is None and want.error is None:
+                    batch = queue[: self._batch]
+                    del queue[: self._batch]
+                    try:
+                        await fetch(batch)  # answers every want in the batch; raises only if cancelled
+                    except BaseException:
+                        queue[:0] = [
+                            w for w in batch if w is not want and w.result is None and w.error is None
+                        ]
+                        raise
+        finally:
+            if want in queue:
+                queue.remove(want)
+        if want.error is not None:
+            raise want.error
+        assert want.result is not None
+        return want.result
+
+
+class ActivityReader:
+    """Reads one account's audit log with the parent token; concurrent reads go through `coalescer`."""
+
+    def __init__(self, api: CloudflareAPI, account_id: str, coalescer: Coalescer | None = None) -> None:
         self._api = api
         self._path = f"/accounts/{account_id}/logs/audit"
+        self._coalescer = coalescer or Coalescer()
+        self._key = (api.base_url, account_id, api.token_key)
 
     async def activity(self, ref: AccountRef, since: datetime, before: datetime) -> ProviderActivity:
         if ref.kind != KIND or not ref.id:
@@ -118,37 +179,52 @@ class ActivityReader:
             end += timedelta(seconds=1)
         if start >= end:
             return ProviderActivity([], complete=True, note=LIMITS)
-        params: dict[str, str | int] = {
-            "actor_token_id": ref.id,
-            "since": _rfc3339(start),
-            "before": _rfc3339(end),
+        return await self._coalescer.read(self._key, _Want(ref, start, end), self._fetch)
+
+    async def _fetch(self, batch: list[_Want]) -> None:
+        """One query for the whole batch (their tokens, the union of their windows), split per want."""
+        params: dict[str, str | int | list[str]] = {
+            "actor_token_id": sorted({w.ref.id for w in batch}),
+            "since": _rfc3339(min(w.start for w in batch)),
+            "before": _rfc3339(max(w.end for w in batch)),
             "direction": "asc",
             "limit": PAGE_LIMIT,
         }
-        entries: list[ActivityEntry] = []
+        found: dict[int, list[ActivityEntry]] = {id(w): [] for w in batch}
         seen_cursors: set[str] = set()
-        for _ in range(MAX_PAGES):
-            try:
+        try:
+            for _ in range(MAX_PAGES * len(batch)):
                 envelope = await self._api.envelope(self._path, params)
-            except ProviderRejected as exc:
-                return ProviderActivity(entries, complete=False, note=_refusal(exc, len(entries)))
-            items = envelope.get("result")
-            for item in items if isinstance(items, list) else []:
-                entry = to_entry(item, ref.id, ref.name if ref.name.startswith(PREFIX) else "")
-                if entry is not None:
-                    entries.append(entry)
-            info = envelope.get("result_info")
-            cursor = info.get("cursor") if isinstance(info, dict) else None
-            # The last page: no cursor, an empty one (UNCONFIRMED which Cloudflare sends), or no items.
-            if not isinstance(cursor, str) or not cursor or not items or cursor in seen_cursors:
-                return ProviderActivity(entries, complete=True, note=LIMITS)
-            seen_cursors.add(cursor)
-            params["cursor"] = cursor
-        log.info(
-            "Cloudflare audit log of token %s: more than %d entries, the rest not read", ref.id, len(entries)
-        )
-        note = f"Only the first {len(entries)} entries were read. {LIMITS}"
-        return ProviderActivity(entries, complete=False, note=note)
+                items = envelope.get("result")
+                for item in items if isinstance(items, list) else []:
+                    for want in batch:
+                        name = want.ref.name if want.ref.name.startswith(PREFIX) else ""
+                        entry = to_entry(item, want.ref.id, name)
+                        if entry is not None and _rfc3339(want.start) <= entry.time < _rfc3339(want.end):
+                            found[id(want)].append(entry)
+                info = envelope.get("result_info")
+                cursor = info.get("cursor") if isinstance(info, dict) else None
+                # The last page: no cursor, an empty one (UNCONFIRMED which Cloudflare sends), or no items.
+                if not isinstance(cursor, str) or not cursor or not items or cursor in seen_cursors:
+                    for want in batch:
+                        want.result = ProviderActivity(found[id(want)], complete=True, note=LIMITS)
+                    return
+                seen_cursors.add(cursor)
+                params["cursor"] = cursor
+        except ProviderRejected as exc:
+            for want in batch:
+                entries = found[id(want)]
+                want.result = ProviderActivity(entries, complete=False, note=_refusal(exc, len(entries)))
+            return
+        except Exception as exc:  # TemporaryError and anything unexpected: every caller raises it
+            for want in batch:
+                want.error = exc
+            return
+        log.info("Cloudflare audit log of %d token(s): more entries than were read", len(batch))
+        for want in batch:
+            entries = found[id(want)]
+            note = f"Only the first {len(entries)} entries were read. {LIMITS}"
+            want.result = ProviderActivity(entries, complete=False, note=note)
 
 
 def _refusal(exc: ProviderRejected, read: int) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from agentaccounts.errors import ProviderRejected, ProviderUnavailable, QuotaExceeded, RateLimited
-from agentaccounts.providers.cloudflare.budget import RequestBudget, Sleep
+from agentaccounts.providers.cloudflare.budget import RequestBudget, Sleep, budget_key
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,7 @@ class CloudflareAPI:
         self._client = client
         self.base_url = base_url.rstrip("/")
         self._token = token
+        self.token_key = budget_key(token)  # which parent token this is, never the value (SHA-256)
         self.budget = budget
         self._retry = retry or RetryPolicy()
 
@@ -107,8 +108,9 @@ class CloudflareAPI:
         envelope = await self._send(method, path, json, params, missing_ok, idempotent)
         return None if envelope is None else envelope.get("result")
 
-    async def envelope(self, path: str, params: Mapping[str, str | int]) -> dict[str, Any]:
-        """The whole envelope of a GET (for lists that page by `result_info.cursor`); errors as `call`."""
+    async def envelope(self, path: str, params: Mapping[str, str | int | list[str]]) -> dict[str, Any]:
+        """The whole envelope of a GET (for lists that page by `result_info.cursor`); errors as `call`.
+        A list value is sent as the key repeated (OpenAPI `explode: true` arrays)."""
         return await self._send("GET", path, None, params, False, True) or {}
 
     async def pages(self, path: str, *, per_page: int = 50, max_pages: int = 200) -> AsyncIterator[Any]:

@@ -8,9 +8,10 @@ lives in process-wide objects made once (in `Deps.shared`):
     budgets = BudgetRegistry(settings.cloudflare_budget, settings.cloudflare_window_seconds)
     catalogs = CatalogCache(CATALOG_TTL, now)
     names = NameIndex(NAMES_TTL, now)
+    coalescer = Coalescer()  # audit-log reads (activity.py)
     provider = CloudflareProvider.create(
         block, parent_token, deps.http, budgets.for_token(parent_token),
-        now=now, catalogs=catalogs, names=names,
+        now=now, catalogs=catalogs, names=names, coalescer=coalescer,
     )
 
 `parent_token` is the token VALUE read from `block.apiTokenSecretRef` (None in temporaryAccount mode).
@@ -31,7 +32,7 @@ from agentaccounts.clock import utcnow
 from agentaccounts.errors import InvalidSpec
 from agentaccounts.models import AccountRef
 from agentaccounts.providers.base import Issued, IssueRequest, ProviderActivity, Recorder
-from agentaccounts.providers.cloudflare.activity import LIMITS, ActivityReader
+from agentaccounts.providers.cloudflare.activity import LIMITS, ActivityReader, Coalescer
 from agentaccounts.providers.cloudflare.api import CloudflareAPI, RetryPolicy
 from agentaccounts.providers.cloudflare.budget import RequestBudget
 from agentaccounts.providers.cloudflare.preview import PreviewFlow
@@ -81,13 +82,15 @@ class CloudflareProvider:
         retry: RetryPolicy | None = None,
         catalogs: CatalogCache | None = None,
         names: NameIndex | None = None,
+        coalescer: Coalescer | None = None,
     ) -> CloudflareProvider:
         """Build from the provider's `cloudflare` block; InvalidSpec if mode `token` lacks what it needs.
 
         `client` is shared and owned by the caller (it closes it); `now` must return an aware UTC time.
-        `budget`, `catalogs` and `names` should be process-wide (see the module docstring); without
-        `catalogs` this provider caches permission groups on its own, without `names` every new token
-        scans the account's token list. `block.api_base_url` is used as given: the caller checks it
+        `budget`, `catalogs`, `names` and `coalescer` should be process-wide (see the module docstring);
+        without `catalogs` this provider caches permission groups on its own, without `names` every new
+        token scans the account's token list, without `coalescer` its audit-log reads are not shared.
+        `block.api_base_url` is used as given: the caller checks it
         against the operator's allow-list first (`guard.check_api_base_url`).
         """
         if block.mode == "temporaryAccount":
@@ -103,7 +106,7 @@ class CloudflareProvider:
         api = CloudflareAPI(client, block.api_base_url, parent_token.strip(), budget, retry)
         catalogs = catalogs or CatalogCache(CATALOG_TTL, now)
         flow = TokenFlow(api, block.account_id, now, catalogs, names)
-        return cls(flow, block.mode, ActivityReader(api, block.account_id))
+        return cls(flow, block.mode, ActivityReader(api, block.account_id, coalescer))
 
     async def validate(self, request: IssueRequest) -> None:
         """Token mode: no never-grantable group (NotPermitted, before any request), every group exists
