@@ -59,9 +59,10 @@ kind: image  ## kind cluster + image + chart (needs Docker and kind)
 unit: venv  ## unit tests only (no cluster)
 	.venv/bin/pytest tests/unit -q
 
-test: binaries  ## the whole suite: lint, unit, integration, e2e (starts its own control plane)
+test: binaries  ## the whole suite: lint, unit, integration, e2e, and the benchmarks at --quick size
 	$(MAKE) lint
 	.venv/bin/pytest -q
+	.venv/bin/pytest tests/bench/test_bench_scale.py tests/bench/test_bench_cloudflare.py -q -p no:cacheprovider --quick
 
-bench: binaries  ## benchmarks (not part of `make test`); results in tests/bench/results/
+bench: binaries  ## benchmarks at full size (~30 min on 2 CPUs); results in tests/bench/results/
 	.venv/bin/pytest tests/bench -q -s -p no:cacheprovider

@@ -56,6 +56,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="reliability suites at full size, for the figures in tests/reliability/RESULTS.md",
     )
+    parser.addoption(
+        "--quick",
+        action="store_true",
+        help="benchmarks at a small size (make test runs them so they cannot rot; figures not kept)",
+    )
 
 
 @pytest.fixture(scope="session")
