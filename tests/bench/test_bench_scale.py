@@ -12,6 +12,8 @@ product and its only assertions are that every account completed its life.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import statistics
 import time
 import uuid
@@ -54,7 +56,11 @@ QUICK = Sizes(latency=10, bursts=(20,), expiries=(20,), fleets=(50,), overdue=10
 
 @pytest.fixture(scope="module")
 def sizes(request: pytest.FixtureRequest) -> Sizes:
-    return QUICK if request.config.getoption("--quick") else FULL
+    """FULL or QUICK; BENCH_FLEETS=1000,5000 (say) overrides the idle-fleet sizes, for profiling."""
+    chosen = QUICK if request.config.getoption("--quick") else FULL
+    if fleets := os.environ.get("BENCH_FLEETS"):
+        chosen = dataclasses.replace(chosen, fleets=tuple(int(x) for x in fleets.split(",")))
+    return chosen
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,8 @@ SAR_CONCURRENCY = 16  # SubjectAccessReviews in flight per account: each is a ch
 async def build(obj: ProviderObject, deps: Deps) -> Provider:
     block = obj.spec.block
     assert isinstance(block, KubernetesBlock)
-    return KubernetesProvider(deps.kube, block, deps.settings.kubeconfig_server, deps.now)
+    cas = deps.shared.setdefault("kubernetes-ca", {})
+    return KubernetesProvider(deps.kube, block, deps.settings.kubeconfig_server, deps.now, cas)
 
 
 def _secret_names(wanted: list[Permission]) -> list[str]:

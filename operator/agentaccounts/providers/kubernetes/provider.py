@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -37,15 +38,25 @@ from agentaccounts.providers.kubernetes.spec import KubernetesBlock
 MIN_TOKEN_SECONDS = 600  # the TokenRequest API's minimum expirationSeconds
 
 
+CA_TTL = 300.0  # seconds a namespace's kube-root-ca.crt is reused
+CA_CACHE_SIZE = 1024
+
+
 class KubernetesProvider:
     type = "kubernetes"
 
     def __init__(
-        self, kube: Kube, block: KubernetesBlock, server: str | None, now: Callable[[], datetime]
+        self,
+        kube: Kube,
+        block: KubernetesBlock,
+        server: str | None,
+        now: Callable[[], datetime],
+        cas: dict[str, tuple[float, str]] | None = None,
     ) -> None:
         self.kube = kube
         self.server = block.server or server or kube.server
         self.now = now
+        self._cas = {} if cas is None else cas  # namespace -> (when read, CA); shared per process
 
     async def validate(self, request: IssueRequest) -> None:
         rules_for(request.scopes, await self.kube.served_resources())
@@ -145,8 +156,17 @@ class KubernetesProvider:
 
     async def _ca(self, namespace: str) -> str:
         # The root-ca publisher puts the cluster CA in every namespace; fall back to our own trust.
+        # Kept for CA_TTL: the CA changes only when the cluster's CA is rotated, and a burst of 1,000
+        # issues in one namespace then reads it once instead of 1,000 times.
+        cached = self._cas.get(namespace)
+        if cached is not None and time.monotonic() - cached[0] < CA_TTL:
+            return cached[1]
         configmap = await self.kube.get("ConfigMap", namespace, "kube-root-ca.crt")
-        return str(((configmap or {}).get("data") or {}).get("ca.crt") or self.kube.ca_pem())
+        ca = str(((configmap or {}).get("data") or {}).get("ca.crt") or self.kube.ca_pem())
+        if len(self._cas) >= CA_CACHE_SIZE:
+            self._cas.clear()  # bounded by namespaces anyway; never grows without bound
+        self._cas[namespace] = (time.monotonic(), ca)
+        return ca
 
 
 def credential_id(token: str) -> str:
