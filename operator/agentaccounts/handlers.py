@@ -35,7 +35,6 @@ from agentaccounts.scheduler import Scheduler
 from agentaccounts.settings import Settings
 
 GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
-WEBHOOK_CONFIGURATION = "agentaccounts.dev"  # the Validating/MutatingWebhookConfiguration kopf manages
 PROVIDER_PLURALS = ("accountproviders", "clusteraccountproviders")
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.peering.standalone = True  # replicas coordinate through a Lease (leader.py), not peering
     if ours.webhook_port:
         settings.admission.server = _webhook_server(ours)
-        settings.admission.managed = WEBHOOK_CONFIGURATION
+        settings.admission.managed = ours.webhook_configuration
     else:  # admission off (webhook_port 0): nothing served, nothing registered
         settings.admission.server = _no_admission
     log.info(

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     webhook_listen: str = "127.0.0.1"
     webhook_host: str = "127.0.0.1"
     webhook_service: str | None = None
+    # The Validating/MutatingWebhookConfiguration kopf keeps. Shards (several operators, each on its
+    # own --namespace set) each need their own, or they take turns rewriting one.
+    webhook_configuration: str = Field(default="agentaccounts.dev", min_length=1, max_length=253)
     # Cloudflare API base URLs a provider's apiBaseURL may start with. A provider object can never
     # widen this: it is the operator's own setting. Plain http is accepted only for loopback.
     allowed_api_base_urls: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [CLOUDFLARE_API])
@@ -76,6 +79,8 @@ class Settings(BaseSettings):
     audit_webhook_client_cn: str = "kube-apiserver-audit"
     audit_webhook_client_org: str = ""
     activity_flush_seconds: float = Field(default=2.0, gt=0, description="status.activity write batching")
+    # At most this many status.activity writes a second on average, over all accounts (collector.py).
+    activity_writes_per_second: float = Field(default=2.0, gt=0)
 
     @field_validator("allowed_api_base_urls", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "cloudflare_orphan_min_age_seconds": 600.0,
     "api_threads": 64,
     "expiry_workers": 32,
+    "webhook_configuration": "agentaccounts.dev",
     "leader_elect": False,
     "leader_election_namespace": "default",
     "leader_election_name": "agentaccounts-operator",
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "audit_webhook_client_cn": "kube-apiserver-audit",
     "audit_webhook_client_org": "",
     "activity_flush_seconds": 2.0,
+    "activity_writes_per_second": 2.0,
 }
 
 
