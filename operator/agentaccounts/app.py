@@ -81,7 +81,12 @@ async def _activity(parts: App) -> AsyncIterator[None]:
         return parts.leadership.leading  # read at each call: cli.py sets it once the Lease is won
 
     collector = Collector(
-        parts.deps.kube, parts.deps.now, settings.namespaces, leading, settings.activity_flush_seconds
+        parts.deps.kube,
+        parts.deps.now,
+        settings.namespaces,
+        leading,
+        settings.activity_flush_seconds,
+        settings.activity_writes_per_second,
     )
     parts.activity = collector
     parts.reconciler.status.on_issued = collector.learn  # a new token's id is known before its first use

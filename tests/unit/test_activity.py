@@ -373,3 +373,34 @@ async def test_revocation_merges_what_the_provider_recorded() -> None:
     assert merged["notes"] == ["Cloudflare records writes only"]
     # A provider without `activity` (Kubernetes: the audit webhook is its trail) adds nothing.
     assert await revoker._provider_activity(agent_account(issued), issued, object(), NOW) is None  # type: ignore[arg-type]
+
+
+async def test_paced_writes_keep_to_the_rate_longest_waiting_first() -> None:
+    kube = FakeKube(lambda: NOW)
+    for i in range(30):
+        kube.add("AgentAccount", account(f"a{i}", f"uid-{i}", [f"JTI={i}"]))
+    collector = Collector(kube, lambda: NOW, [], flush_seconds=2.0, writes_per_second=5.0)  # type: ignore[arg-type]
+    await collector.load()
+    for i in range(30):
+        sa = f"system:serviceaccount:agents:agentaccount-a{i}"
+        assert collector.accept([event(jti=f"JTI={i}", username=sa, audit_id=f"x{i}")]) == 1
+    collector._allowance, collector._ticked = 0.0, collector._ticked - 2.0  # two seconds of allowance
+    assert await collector.flush(paced=True) == 10  # 5/s x 2 s, not all 30
+    assert len(collector.pending) == 20
+    assert await collector.flush() == 20  # unpaced (ingest, shutdown): everything
+
+
+async def test_a_written_trail_is_the_base_of_the_next_write_without_a_read() -> None:
+    kube = FakeKube(lambda: NOW)
+    kube.add("AgentAccount", account())
+    collector = Collector(kube, lambda: NOW, [])  # type: ignore[arg-type]
+    await collector.load()
+    for i in range(3):
+        collector.accept([event(audit_id=f"r{i}")])
+        assert await collector.flush() == 1
+    assert len(kube.called("get_custom")) == 1  # the first write read status; the others built on it
+    assert kube.custom[("AgentAccount", "agents", "bot")]["status"]["activity"]["requests"] == 3
+    # Recreated under the same name (a new uid learned at its issue): the old trail is never written.
+    collector.accept([event(audit_id="late")])
+    collector.learn(account(uid="uid-new", ids=["JTI=new"]))
+    assert await collector.flush() == 0
