@@ -1,7 +1,8 @@
 """Build the local control plane's binaries from the Go module proxy, cached per version.
 
 Why this exists: these machines have no Docker engine (so no kind/k3d) and no package registry ships a
-kube-apiserver, so the project builds etcd, kube-apiserver and kube-controller-manager itself.
+kube-apiserver, so the project builds etcd, kube-apiserver, kube-controller-manager, and for the real
+node kube-scheduler and kubelet, itself.
 
 `go install k8s.io/kubernetes/cmd/kube-apiserver@v1.34.4` fails because kubernetes' go.mod points its
 staging modules at local directories (`k8s.io/api => ./staging/src/k8s.io/api`).  Replace directives
@@ -60,6 +61,10 @@ TARGETS = [
         {
             "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+            # The node (tests/cluster/node.py): without a scheduler no pod is bound, without a kubelet
+            # none runs. Same wrapper, same recipe; only suites that start a node need them.
+            "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
         },
     ),
 ]
