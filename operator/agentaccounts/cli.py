@@ -22,13 +22,14 @@ import os
 import signal
 import socket
 import sys
+import tracemalloc
 import urllib.parse
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from agentaccounts import __version__, app, leader, metrics
+from agentaccounts import __version__, app, leader, memory, metrics
 from agentaccounts.client import commands
 from agentaccounts.kube import Kube, KubeConfigError, LeaseStore
 from agentaccounts.settings import Settings
@@ -144,7 +145,11 @@ async def _run(settings: Settings, kube: Kube) -> int:
     asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=settings.api_threads))
     async with app.build(kube, settings) as parts:
         metrics.serve(settings.metrics_port)
-        return await _lead_and_run(parts, kube)
+        trimming = asyncio.ensure_future(memory.trim_periodically(settings.memory_trim_seconds))
+        try:
+            return await _lead_and_run(parts, kube)
+        finally:
+            trimming.cancel()
 
 
 async def _lead_and_run(parts: app.App, kube: Kube) -> int:
@@ -239,10 +244,28 @@ async def _run_until_signal(settings: Settings, kube: Kube) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
+    # For the benchmarks (and anyone chasing memory): SIGUSR1 starts tracing allocations from now on,
+    # SIGUSR2 logs where the memory allocated since then is held. Off until asked: tracing costs CPU.
+    loop.add_signal_handler(signal.SIGUSR1, tracemalloc.start, 8)
+    loop.add_signal_handler(signal.SIGUSR2, _log_memory)
     try:
         return await task
     except asyncio.CancelledError:
         return 0
+
+
+def _log_memory() -> None:
+    """The 25 source lines holding the most memory still allocated, and the total (tracemalloc)."""
+    if not tracemalloc.is_tracing():
+        log.warning("Memory held: not tracing (send SIGUSR1 first)")
+        return
+    stats = tracemalloc.take_snapshot().statistics("lineno")
+    total = sum(stat.size for stat in stats)
+    lines = [f"{stat.size / 1024:9.0f} KiB {stat.count:8d} {stat.traceback}" for stat in stats[:25]]
+    for stat in tracemalloc.take_snapshot().statistics("traceback")[:8]:  # and whose they are
+        lines.append(f"{stat.size / 1024:9.0f} KiB {stat.count:8d} via:")
+        lines += [f"      {frame}" for frame in stat.traceback.format()[-16:]]
+    log.warning("Memory held (tracemalloc): %.1f MiB\n%s", total / 2**20, "\n".join(lines))
 
 
 if __name__ == "__main__":

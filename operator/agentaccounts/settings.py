@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     cloudflare_orphan_min_age_seconds: float = Field(default=600.0, ge=0)
     api_threads: int = Field(default=64, ge=1, description="worker threads for Kubernetes API calls")
     expiry_workers: int = Field(default=32, ge=1, description="accounts revoked at once when many are due")
+    memory_trim_seconds: float = Field(default=30.0, ge=0, description="freed heap back to the OS; 0: never")
     leader_elect: bool = False
     leader_election_namespace: str = "default"
     leader_election_name: str = "agentaccounts-operator"

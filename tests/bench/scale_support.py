@@ -188,6 +188,39 @@ def profiled(pid: int, label: str) -> Iterator[None]:
         spy.wait(30)
 
 
+class DeletionWatch(threading.Thread):
+    """When each labelled RoleBinding of a namespace was deleted: the moment its agent's calls are
+    refused (403), whatever the operator still does for that account afterwards."""
+
+    def __init__(self, api_factory: Callable[[], client.ApiClient], namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.api, self.namespace = api_factory(), namespace
+        self.deleted: dict[str, float] = {}
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        rbac = client.RbacAuthorizationV1Api(self.api)
+        while not self._stop.is_set():
+            try:
+                self.ready.set()
+                for event in watch.Watch().stream(
+                    rbac.list_namespaced_role_binding,
+                    self.namespace,
+                    label_selector=UID_LABEL,
+                    timeout_seconds=30,
+                ):
+                    if event["type"] == "DELETED":
+                        self.deleted.setdefault(event["object"].metadata.name, time.time())
+                    if self._stop.is_set():
+                        break
+            except Exception:  # a dropped watch is re-established (a missed DELETE fails the bench)
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> float:
     """Poll until true (deadline: AssertionError); returns when it became true (time.time())."""
     deadline = time.time() + timeout

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from agentaccounts import metrics
 from agentaccounts.activity import attribution, stream
 from agentaccounts.activity.attribution import Identity, Index, identity_of, parse_event, remember_id
 from agentaccounts.activity.collector import Collector
@@ -342,6 +343,7 @@ async def test_issuing_records_the_credential_id_and_tells_the_collector(tmp_pat
         )
     finally:
         stream.configure("")
+        metrics.EXPIRY.discard("uid-bot")  # issued() remembered it; other modules count these series
     assert written["credentialIds"] == ["JTI=old", "JTI=fresh"]
     found = identity_of(told[0])
     assert found is not None and found[1] == ["JTI=old", "JTI=fresh"]

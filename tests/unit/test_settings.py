@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "cloudflare_orphan_min_age_seconds": 600.0,
     "api_threads": 64,
     "expiry_workers": 32,
+    "memory_trim_seconds": 30.0,
     "webhook_configuration": "agentaccounts.dev",
     "leader_elect": False,
     "leader_election_namespace": "default",
