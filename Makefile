@@ -5,7 +5,7 @@ export GOTOOLCHAIN := local
 export PYTHONPATH := tests
 KUBECONFIG_LOCAL := $(CURDIR)/.local/kubeconfig
 
-.PHONY: help venv binaries cluster cluster-down demo test unit lint chart-lint chart-crds bench image kind
+.PHONY: help venv binaries cluster cluster-down node node-down demo demo-node test unit lint chart-lint chart-crds bench image kind
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ venv: .venv/.installed  ## create .venv with the package and test tools
 	.venv/bin/pip install -q -e '.[test]'
 	touch $@
 
-binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager and helm from the Go module proxy (cached)
+binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and helm (Go module proxy, cached)
 	$(PY) tests/cluster/build.py
 	$(PY) tests/e2e/helm.py >/dev/null
 
@@ -27,6 +27,16 @@ cluster: binaries  ## start the local control plane; writes .local/kubeconfig
 
 cluster-down:  ## stop the local control plane started by `make cluster`
 	$(PY) -m cluster.launcher down --dir .local
+
+node: cluster  ## start a real node for it (containerd + kubelet + scheduler; root); builds/imports the images (cached)
+	$(PY) -m cluster.node up --cluster-dir .local
+
+node-down:  ## stop the node started by `make node` (containers, shims, mounts, cgroups)
+	$(PY) -m cluster.node down
+
+demo-node: node  ## the operator as a pod from its image, agent pods using its Secret, expiry seen from a pod
+	kubectl --kubeconfig $(KUBECONFIG_LOCAL) apply --server-side -f crds/
+	$(PY) -m e2e.node_support
 
 demo: cluster  ## walk through an AgentAccount's whole life on the local control plane
 	kubectl --kubeconfig $(KUBECONFIG_LOCAL) apply --server-side -f crds/
@@ -42,6 +52,7 @@ lint: venv  ## ruff, mypy (strict), the import-layering contracts, helm lint and
 chart-lint: venv  ## helm lint (defaults and every option on) and hadolint on the Dockerfile
 	h=$$($(PY) tests/e2e/helm.py) && $$h lint --strict charts/agentaccounts && \
 	  $$h lint --strict charts/agentaccounts -f charts/agentaccounts/ci/all-options-values.yaml
+	h=$$($(PY) tests/e2e/helm.py) && $$h lint --strict charts/agentaccounts -f tests/e2e/node-values.yaml
 	.venv/bin/hadolint operator/Dockerfile
 
 chart-crds:  ## refresh the chart's byte-identical CRD copies from crds/

@@ -23,8 +23,8 @@ Decisions, each forced by this machine:
 - The snapshotter is `native` (plain copies): overlayfs inside this VM's root filesystem is not
   something to depend on, and the images are small.
 
-    python -m cluster.node up --cluster-dir .local [--dir .local/node]
-    python -m cluster.node down [--dir .local/node]
+    python -m cluster.node up --cluster-dir .local [--dir /tmp/agentaccounts-node]   (`make node`)
+    python -m cluster.node down [--dir /tmp/agentaccounts-node]                      (`make node-down`)
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,9 @@ from pathlib import Path
 from cluster import build, images, launcher, node_config
 
 NODE_NAME = "agentaccounts-node"
+# `make node`'s directory: outside the repository (a kubelet root, container filesystems) and outside
+# `.local/`, which `make cluster` may wipe while this node would still run against it.
+DEFAULT_DIR = Path(tempfile.gettempdir()) / "agentaccounts-node"
 READY_TIMEOUT = 120.0  # seconds from containerd's start to a Ready node; ~15 s warm on 2 cores
 
 
@@ -290,7 +294,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.node")
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--cluster-dir", type=Path, default=Path(".local"))
-    parser.add_argument("--dir", type=Path, default=Path(".local-node"))
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args()
     directory = args.dir.resolve()
     try:
