@@ -138,6 +138,8 @@ def node_ready(cluster: launcher.Cluster) -> bool:
 
 def up(cluster: launcher.Cluster, directory: Path, die_with_parent: bool = False) -> Node:
     """Start a node for `cluster` in `directory` (wiped first) and return it once it is Ready."""
+    if os.geteuid() != 0:
+        raise NodeError("a node needs root: containerd, runc, mounts and cgroups (CI runs as root)")
     missing = [n for n in ("kubelet", "kube-scheduler") if not build.binary_path(n).exists()]
     if missing:
         raise NodeError(f"binaries missing: {', '.join(missing)}. Build them with `make binaries`.")
