@@ -406,3 +406,71 @@ async def test_a_written_trail_is_the_base_of_the_next_write_without_a_read() ->
     collector.accept([event(audit_id="late")])
     collector.learn(account(uid="uid-new", ids=["JTI=new"]))
     assert await collector.flush() == 0
+
+
+async def test_extending_is_its_own_decision_line(tmp_path: Path) -> None:
+    from agentaccounts.account_status import AccountStatus
+    from agentaccounts.models import AccountRef
+    from agentaccounts.providers.base import Issued
+
+    kube = FakeKube(lambda: NOW)
+    kube.add("AgentAccount", account())
+    ref = AccountRef(kind="ServiceAccount", name="agentaccount-bot", namespace="agents")
+    timing = {"issuedAt": "2026-12-01T12:00:00Z", "expiresAt": "2026-12-01T14:00:00Z"}
+    current = {"phase": "Ready", "issuedAt": "2026-12-01T12:00:00Z", "credentialIds": ["JTI=one"]}
+    log = tmp_path / "audit.jsonl"
+    stream.configure(str(log))
+    try:
+        await AccountStatus(kube, lambda: NOW).issued(  # type: ignore[arg-type]
+            agent_account(),
+            "kubernetes",
+            Issued(ref, {}, credential_id="JTI=two"),
+            NOW,
+            timing,
+            current,
+            0.0,
+            lambda *_: None,
+        )
+    finally:
+        stream.configure("")
+    line = json.loads(log.read_text())
+    assert (line["event"], line["expiresAt"], line["credentialIds"]) == (
+        "extended",
+        "2026-12-01T14:00:00Z",
+        ["JTI=one", "JTI=two"],
+    )
+
+
+class _Transport:
+    """What the receiver asks of a connection: the peer certificate the TLS layer verified."""
+
+    def __init__(self, common_name: str) -> None:
+        self.peercert = {"subject": ((("commonName", common_name),),)}
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peercert if name == "peercert" else default
+
+
+async def test_the_endpoint_refuses_other_subjects_and_answers_503_when_not_leading() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from agentaccounts.activity.receiver import Receiver
+
+    kube = FakeKube(lambda: NOW)
+    kube.add("AgentAccount", account())
+    collector = Collector(kube, lambda: NOW, [])  # type: ignore[arg-type]
+    await collector.load()
+    leading = True
+    receiver = Receiver(collector, None, "127.0.0.1", 0, "kube-apiserver-audit", is_leader=lambda: leading)  # type: ignore[arg-type]
+    body = json.dumps({"kind": "EventList", "items": [event()]}).encode()
+
+    async def post(common_name: str) -> int:
+        request = make_mocked_request("POST", "/audit", transport=_Transport(common_name), payload=None)
+        request._read_bytes = body  # the body as aiohttp would have read it
+        return (await receiver._post(request)).status
+
+    assert await post("mallory") == 403 and collector.received == 0
+    leading = False
+    assert await post("kube-apiserver-audit") == 503 and collector.received == 0
+    leading = True
+    assert await post("kube-apiserver-audit") == 200 and collector.attributed == 1
