@@ -5,7 +5,8 @@ into its trail. So the endpoint is HTTPS with mutual TLS. The TLS layer refuses 
 certificate signed by `client_ca` (the CA the operator is configured with, which signed the client
 certificate in the API server's --audit-webhook-config-file kubeconfig); a valid certificate whose
 subject is not the expected one (CN, and O when configured) gets 403. A replica that does not lead
-answers 503, so the API server's backend retries the batch instead of losing it here.
+answers 503 with Retry-After, so the API server's backend retries the batch (five times, with backoff
+from --audit-webhook-initial-backoff) instead of losing it here.
 
 Served with aiohttp (kopf's own HTTP stack, so nothing new to install), on its own port, off unless
 configured (settings.audit_webhook_port). `POST /` and `POST /audit` take an `audit.k8s.io/v1`
@@ -25,6 +26,7 @@ from aiohttp import web
 from agentaccounts.activity.collector import Collector
 
 log = logging.getLogger(__name__)
+RETRY = {"Retry-After": "1"}
 MAX_BATCH_BYTES = 64 * 1024 * 1024  # the API server's default batch is 400 events; a Metadata event < 4 KiB
 
 
@@ -95,7 +97,9 @@ class Receiver:
                 {"error": "refused: not the API server's client certificate"}, status=403
             )
         if not self.is_leader():
-            return web.json_response({"error": "not the leader; retry"}, status=503)
+            # Retry-After: the API server's webhook client retries a 503 only when told to (its
+            # DefaultShouldRetry: connection resets, 500, 504, 429, or a Retry-After), with backoff.
+            return web.json_response({"error": "not the leader; retry"}, status=503, headers=RETRY)
         try:
             body = json.loads(await request.read())
         except ValueError:
