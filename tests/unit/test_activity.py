@@ -477,3 +477,18 @@ async def test_the_endpoint_refuses_other_subjects_and_answers_503_when_not_lead
     assert await post("kube-apiserver-audit") == 503 and collector.received == 0
     leading = True
     assert await post("kube-apiserver-audit") == 200 and collector.attributed == 1
+
+
+async def test_the_trails_kept_in_memory_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentaccounts.activity import collector as collector_module
+
+    monkeypatch.setattr(collector_module, "MAX_CACHED", 3)
+    kube = FakeKube(lambda: NOW)
+    for i in range(5):
+        kube.add("AgentAccount", account(f"a{i}", f"uid-{i}", [f"JTI={i}"]))
+    collector = Collector(kube, lambda: NOW, [])  # type: ignore[arg-type]
+    await collector.load()
+    for i in range(5):
+        collector.accept([event(jti=f"JTI={i}", username=f"system:serviceaccount:agents:agentaccount-a{i}")])
+    assert await collector.flush() == 5
+    assert list(collector._trails) == ["uid-2", "uid-3", "uid-4"]

@@ -43,6 +43,7 @@ WRITERS = 16  # concurrent status writes per flush
 # (revocation merged a provider's trail; the record was deleted). In between, the trail as last written
 # is the base, so a write is one call, not two.
 REREAD_SECONDS = 60.0
+MAX_CACHED = 500  # trails kept in memory as the next write's base (~300 entries each); others re-read
 REPORT_SECONDS = 60.0  # one log line a minute says what the collector did (only when it did something)
 OURS = "agentaccount-"  # providers/kubernetes/rbac.py object_name: every agent ServiceAccount's prefix
 
@@ -204,6 +205,8 @@ class Collector:
             trail.add(entries)
             await self.kube.patch_account_status(namespace, name, {"activity": trail.status(self.now())})
             self._trails[uid], self._written[uid] = cached, time.monotonic()
+            if len(self._trails) > MAX_CACHED:  # least recently written first (insertion order)
+                del self._trails[next(iter(self._trails))]
             return True
         except KubeApiError as exc:
             # The cached trail (if any) is dropped with the failed write: the next one re-reads status.
