@@ -72,7 +72,7 @@ async def attempt(agent: Kube, what: str, namespace: str, kind: str) -> int:
 async def main(kube: Kube) -> int:
     from agentaccounts import handlers  # kopf, in-process for the demo
 
-    settings = Settings(namespaces=[NAMESPACE], metrics_port=0)
+    settings = Settings(namespaces=[NAMESPACE], metrics_port=0, audit_log="")  # the walkthrough is the output
     async with app.build(kube, settings) as parts:
         say(f"Starting the operator in-process, watching namespace {NAMESPACE}")
         operator = asyncio.ensure_future(handlers.run_operator(parts))

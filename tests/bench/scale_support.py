@@ -32,6 +32,7 @@ from integration.support import GROUP, VERSION
 
 RESULTS = Path(__file__).parent / "results"
 UID_LABEL = "agentaccounts.dev/account-uid"
+FINALIZER = "agentaccounts.dev/revoke"
 WRITES = ("POST", "PUT", "PATCH", "DELETE", "APPLY")
 SCOPES = [{"permissions": ["list"], "resources": ["configmaps"]}]
 
@@ -98,6 +99,7 @@ class PhaseWatch(threading.Thread):
         self.first: dict[tuple[str, str], float] = {}
         self.versions: dict[str, list[tuple[float, str]]] = {}
         self.gone: dict[str, float] = {}
+        self.finalized: set[str] = set()  # accounts seen carrying the operator's finalizer
         self.ready = threading.Event()
         self._stop = threading.Event()
         self.lock = threading.Lock()
@@ -130,6 +132,8 @@ class PhaseWatch(threading.Thread):
                             self.gone.setdefault(name, now)
                             continue
                         self.versions.setdefault(name, []).append((now, version))
+                        if FINALIZER in (obj["metadata"].get("finalizers") or []):
+                            self.finalized.add(name)
                         phase = (obj.get("status") or {}).get("phase")
                         if phase:
                             self.first.setdefault((name, phase), now)
@@ -147,6 +151,10 @@ class PhaseWatch(threading.Thread):
     def count(self, phase: str, names: Iterable[str]) -> int:
         with self.lock:
             return sum(1 for n in names if (n, phase) in self.first)
+
+    def count_finalized(self, names: Iterable[str]) -> int:
+        with self.lock:
+            return sum(1 for n in names if n in self.finalized)
 
     def changed_between(self, names: Iterable[str], start: float, end: float) -> list[str]:
         """Accounts with a new version (a write) in [start, end]."""

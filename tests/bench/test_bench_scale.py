@@ -52,7 +52,9 @@ FULL = Sizes(
     idle_seconds=60,
     economy=20,
 )
-QUICK = Sizes(latency=10, bursts=(20,), expiries=(20,), fleets=(50,), overdue=10, idle_seconds=10, economy=5)
+QUICK = Sizes(
+    latency=10, bursts=(20,), expiries=(20,), fleets=(30, 60), overdue=10, idle_seconds=10, economy=5
+)
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +280,61 @@ def _expire_at_once(fleet: Fleet, elsewhere: str, n: int) -> tuple[float, float]
     return lag - at.timestamp(), s.floor_delete_service_accounts(fleet.api, elsewhere, floor_names)
 
 
+def _written_directly(fleet: Fleet, names: list[str]) -> float:
+    """Grow an idle fleet without issuing: with the operator stopped (its webhooks gone with it), each
+    account is created and given the status the operator writes for an issued one; the operator then
+    resumes them all (adding its finalizer, and nothing else: they are up to date). What the operator
+    keeps per account it watches is the same; issuing 9,000 more here would take 40 minutes. Returns
+    the seconds until the operator had resumed every one."""
+    started = time.time()
+    fleet.operator.stop()
+    custom = client.CustomObjectsApi(fleet.api)
+    now = datetime.now(UTC)
+    stamp = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
+
+    def write(name: str) -> None:
+        body = s.account_body(fleet.namespace, name, fleet.provider, "2h")
+        s.retrying(
+            lambda: custom.create_namespaced_custom_object(
+                GROUP, VERSION, fleet.namespace, "agentaccounts", body
+            )
+        )
+        status = {
+            "phase": "Ready",
+            "observedGeneration": 1,
+            "provider": "kubernetes",
+            "issuedAt": stamp(now),
+            "expiresAt": stamp(now + timedelta(hours=2)),
+            "secretName": f"{name}-credentials",
+            "accountRef": {
+                "kind": "ServiceAccount",
+                "name": f"agentaccount-{name}",
+                "namespace": fleet.namespace,
+            },
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Issued",
+                    "message": "written by the bench",
+                    "lastTransitionTime": stamp(now),
+                    "observedGeneration": 1,
+                }
+            ],
+        }
+        s.retrying(
+            lambda: custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, fleet.namespace, "agentaccounts", name, {"status": status}
+            )
+        )
+
+    s.in_parallel(16, names, write)
+    fleet.operator = OperatorProcess(fleet.cluster.kubeconfig, [fleet.namespace])
+    trace_memory(fleet.operator)
+    s.wait_until(lambda: fleet.watch.count_finalized(names) == len(names), 600, "every account resumed", 0.5)
+    return time.time() - started
+
+
 # Written by the control plane itself, never by the operator here (one replica, no Lease): the
 # controller-manager's and API server's Lease renewals and the API server's own endpoints.
 CONTROL_PLANE = ("leases", "endpoints", "endpointslices")
@@ -298,9 +355,17 @@ def test_footprint_of_an_idle_fleet_and_restart_catch_up(
     trace_memory(fleet.operator)
     empty_rss = proc_kib(fleet.operator.proc.pid, "VmRSS") / 1024
     report.add(s.Figure("operator RSS, no accounts", empty_rss, "MiB", "—", None))
-    for size in sizes.fleets:
+    for n, size in enumerate(sizes.fleets):
         more = [f"idle-{i:05d}" for i in range(len(names), size)]
-        took = fleet.grow(more)
+        if n == 0:
+            took = fleet.grow(more)
+            how = f"issued by the operator in {took:.0f}s ({len(more) / took:.0f}/s)"
+        else:
+            took = _written_directly(fleet, more)
+            how = (
+                f"{len(names)} issued by the operator; {len(more)} written directly as it records an "
+                f"issued account, while it was stopped, then resumed by it ({took:.0f}s)"
+            )
         names += more
         cpu, requests = _idle(fleet, sizes.idle_seconds)
         rss = proc_kib(fleet.operator.proc.pid, "VmRSS") / 1024
@@ -321,7 +386,7 @@ def test_footprint_of_an_idle_fleet_and_restart_catch_up(
                 "<= 250 MiB at 10,000",
                 rss <= 250 if target else None,
                 None,
-                f"issued in {took:.0f}s ({len(more) / took:.0f}/s)",
+                how,
             )
         )
         report.add(
