@@ -296,6 +296,7 @@ def test_webhook_service_env_and_port(offline: Helm) -> None:
         "AGENTACCOUNTS_SIGNING_KEY_SECRET": "agentaccounts-signing-key",
         "AGENTACCOUNTS_WEBHOOK_PORT": "9443",
         "AGENTACCOUNTS_WEBHOOK_LISTEN": "0.0.0.0",
+        "AGENTACCOUNTS_WEBHOOK_CONFIGURATION": "agentaccounts.dev",
         "AGENTACCOUNTS_WEBHOOK_SERVICE": "ops/wh-agentaccounts-webhook",
     }
 

@@ -87,7 +87,7 @@ by name) and patches their webhooks whenever its client config changes. */}}
   verbs: [create]
 - apiGroups: [admissionregistration.k8s.io]
   resources: [validatingwebhookconfigurations, mutatingwebhookconfigurations]
-  resourceNames: [agentaccounts.dev]
+  resourceNames: [{{ .Values.webhook.configuration | quote }}]
   verbs: [get, patch]
 {{- end }}
 
