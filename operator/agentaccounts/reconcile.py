@@ -10,11 +10,9 @@ Revoking is revoke.py; the Secret is credential_secrets.py.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-import zlib
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +33,7 @@ from agentaccounts.errors import (
 )
 from agentaccounts.kube import Kube
 from agentaccounts.models import AccountRef, AgentAccount, ProviderObject, describe_errors, format_duration
+from agentaccounts.namespace_locks import NamespaceLocks
 from agentaccounts.providers import provider_for, type_of
 from agentaccounts.providers.base import Deps, Issued, IssueRequest, Provider
 from agentaccounts.providers.resolve import ProviderResolver
@@ -43,7 +42,6 @@ from agentaccounts.stamps import Signer
 
 __all__ = ["Emit", "Reconciler", "parse"]
 log = logging.getLogger(__name__)
-LOCK_STRIPES = 64  # per-namespace critical sections (quota, Secret-name grants); bounded memory
 APPROVAL_RETRY_SECONDS = 5.0
 
 
@@ -72,10 +70,7 @@ class Reconciler:
         self.secrets = CredentialSecrets(deps.kube)
         self.revoker = Revoker(deps, self.resolver, self.secrets)
         self.status = AccountStatus(deps.kube, deps.now)
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
-
-    def _lock(self, namespace: str) -> asyncio.Lock:
-        return self._locks[zlib.crc32(namespace.encode()) % LOCK_STRIPES]
+        self._lock = NamespaceLocks()
 
     # -- issue ----------------------------------------------------------------------------------
     async def ensure_issued(self, body: dict[str, Any], emit: Emit) -> dict[str, Any] | None:
@@ -158,13 +153,13 @@ class Reconciler:
         # Quotas and Secret-name grants are judged under a per-namespace lock, so that two accounts
         # issued at once cannot both pass a check the other would have failed: an account that asks
         # for Secrets by name (or counts against a quota) holds it from that check through its own
-        # Secret write; every other account holds it around its Secret write alone, where it checks
-        # that no other agent's Role grants that Secret's name.
+        # Secret write, exclusively; every other account holds it shared around its Secret write alone,
+        # where it checks that no other agent's Role grants that Secret's name (namespace_locks.py).
         granted_secrets = type_of(provider_obj.spec).granted_secrets(account.spec.scopes)
         exclusive = provider_obj.spec.policy.max_active_accounts is not None or bool(granted_secrets)
         async with contextlib.AsyncExitStack() as held:
             if exclusive:
-                await held.enter_async_context(self._lock(account.namespace))
+                await held.enter_async_context(self._lock(account.namespace).exclusive())
             if granted_secrets:
                 await self.access.check_secret_names(account.namespace, granted_secrets)
             if provider_obj.spec.policy.max_active_accounts is not None and current.get("phase") != "Ready":
@@ -173,7 +168,7 @@ class Reconciler:
                     raise QuotaExceeded(refusal, delay=10.0)
             issued = await self._create_identity(account, provider_obj, provider, request, timing, current)
             if not exclusive:
-                await held.enter_async_context(self._lock(account.namespace))
+                await held.enter_async_context(self._lock(account.namespace).shared())
             await self.secrets.check_not_granted(account)
             await self.secrets.write(account, issued, expires_at)
         return await self.status.issued(
