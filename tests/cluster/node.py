@@ -16,7 +16,8 @@ Decisions, each forced by this machine:
 - Own everything: containerd gets its own root, state, socket and CNI dirs under the node directory,
   the kubelet its root dir, pod-log dir and a cgroup root of its own (cgroupfs driver: this VM has the
   cgroup v1 hierarchy and no systemd). Teardown kills the containers and their shims, unmounts what
-  was mounted under the node directory, removes the cgroups, and leaves nothing running.
+  was mounted under the node directory, removes the cgroups, writes back the kernel settings the
+  kubelet changed, and leaves nothing running.
 - Credentials without the CA key (pki.py keeps it in memory only): the kubelet and the scheduler use
   ServiceAccount tokens bound to the built-in system:node and system:kube-scheduler roles; the workload
   controllers reuse the controller manager's certificate.
@@ -168,6 +169,7 @@ def up(cluster: launcher.Cluster, directory: Path, die_with_parent: bool = False
         (directory / "kubelet.kubeconfig").write_text(kubelet_kc)
         (directory / "scheduler.kubeconfig").write_text(scheduler_kc)
         node_config.make_cgroup_root(node.cgroup)
+        node_config.save_sysctls(directory)
         node.kubelet_port = launcher.free_port()
         node_config.write_kubelet(node, cluster, launcher.free_port())
         _spawn(node, "kubelet", node_config.kubelet_argv(node, NODE_NAME), die_with_parent)
@@ -260,6 +262,7 @@ def down(directory: Path, keep_logs: bool = False) -> None:
         _stop(node, name)
     if _ctr_ok(node):
         node_config.remove_containers(node)
+    node_config.restore_sysctls(directory)
     _stop(node, "containerd")
     node_config.kill_shims(node)
     node_config.unmount_under(directory)

@@ -1,9 +1,9 @@
 """The node's configuration files and its clean-up, kept apart from node.py's start/stop sequence.
 
-Everything here is written for one node directory and touches nothing outside it except three things
+Everything here is written for one node directory and touches nothing outside it except four things
 a kubelet cannot do without, each undone by the functions at the bottom: a cgroup root of its own in
 every cgroup v1 hierarchy, mounts (secret and token volumes, container root filesystems) under the
-node directory, and the symlinks the kubelet puts in /var/log/containers.
+node directory, the symlinks the kubelet puts in /var/log/containers, and six kernel settings.
 """
 
 from __future__ import annotations
@@ -213,6 +213,30 @@ def kubelet_argv(node: Node, name: str) -> list[str]:
         "--cloud-provider=external",
         "--v=1",
     ]
+
+
+# The kernel settings a kubelet sets at start (container_manager_linux.go setupKernelTunables: e.g.
+# kernel.panic_on_oops=1, vm.overcommit_memory=1). A real node keeps them; this one is a guest on a
+# shared machine, so they are recorded before the kubelet starts and written back when it is gone.
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
+                   "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")  # fmt: skip
+
+
+def save_sysctls(directory: Path) -> None:
+    record = directory / "sysctls.json"
+    if not record.exists():
+        values = {key: (Path("/proc/sys") / key).read_text().strip() for key in KUBELET_SYSCTLS}
+        record.write_text(json.dumps(values))
+
+
+def restore_sysctls(directory: Path) -> None:
+    try:
+        values = json.loads((directory / "sysctls.json").read_text())
+    except (OSError, ValueError):
+        return
+    for key, value in values.items():
+        with contextlib.suppress(OSError):
+            (Path("/proc/sys") / key).write_text(value)
 
 
 def _hierarchies() -> list[Path]:
