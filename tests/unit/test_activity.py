@@ -53,6 +53,13 @@ def event(
     }
 
 
+@pytest.fixture(autouse=True)
+def forget_expiry_series() -> Any:
+    """AccountStatus.issued() records the account's expiry series; other modules count those."""
+    yield
+    metrics.EXPIRY.discard("uid-bot")
+
+
 def account(name: str = "bot", uid: str = "uid-bot", ids: list[str] | None = None) -> dict[str, Any]:
     return {
         "metadata": {"namespace": "agents", "name": name, "uid": uid},
