@@ -17,6 +17,7 @@ operator does.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -242,7 +243,21 @@ def registry(settings: Settings) -> kopf.OperatorRegistry:
             initial_delay=settings.orphan_sweep_seconds,
             registry=reg,
         )(sweep_provider)
+    _no_finalizer_for_timers(reg)
     return reg
+
+
+def _no_finalizer_for_timers(reg: kopf.OperatorRegistry) -> None:
+    """kopf puts its finalizer on every object a timer runs for, so that it can stop the timer before
+    the object goes. A sweep needs no such goodbye, and the finalizer made every provider outlive the
+    operator that would remove it: `helm uninstall` deletes the chart's provider after the operator's
+    Deployment, and it stayed Terminating forever. (kopf has no public switch for timers; the handler
+    is a frozen dataclass, replaced by a copy that requires none. A unit test holds this.)"""
+    spawning = reg._spawning
+    spawning._handlers = [
+        dataclasses.replace(h, requires_finalizer=False) if type(h).__name__ == "TimerHandler" else h
+        for h in spawning._handlers
+    ]
 
 
 async def run_operator(app: App) -> None:

@@ -209,6 +209,8 @@ class DeletionWatch(threading.Thread):
 
     def run(self) -> None:
         rbac = client.RbacAuthorizationV1Api(self.api)
+        listed = rbac.list_namespaced_role_binding(self.namespace, label_selector=UID_LABEL)
+        version = listed.metadata.resource_version
         while not self._stop.is_set():
             try:
                 self.ready.set()
@@ -217,7 +219,9 @@ class DeletionWatch(threading.Thread):
                     self.namespace,
                     label_selector=UID_LABEL,
                     timeout_seconds=30,
+                    resource_version=version,  # resumed where it left off: no DELETE missed in between
                 ):
+                    version = event["object"].metadata.resource_version or version
                     if event["type"] == "DELETED":
                         self.deleted.setdefault(event["object"].metadata.name, time.time())
                     if self._stop.is_set():
@@ -343,6 +347,7 @@ class Figure:
     met: bool | None  # None: no target (reported only)
     floor: float | None = None
     note: str = ""
+    when: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M", time.gmtime()))
 
 
 @dataclass
@@ -371,13 +376,23 @@ class Report:
             "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
-        data = {"machine": machine, "command": self.command, "figures": [f.__dict__ for f in self.figures]}
-        (RESULTS / f"{self.name}.json").write_text(json.dumps(data, indent=2) + "\n")
+        # A run of some of the tests (-k) replaces their figures and keeps the others' (with the date
+        # each was measured), so the file always holds every figure.
+        path = RESULTS / f"{self.name}.json"
+        kept: list[Figure] = []
+        if path.exists():
+            ours = {f.measure for f in self.figures}
+            for old in json.loads(path.read_text()).get("figures", []):
+                if old.get("measure") not in ours:
+                    kept.append(Figure(**{k: v for k, v in old.items() if k in Figure.__dataclass_fields__}))
+        figures = kept + self.figures
+        data = {"machine": machine, "command": self.command, "figures": [f.__dict__ for f in figures]}
+        path.write_text(json.dumps(data, indent=2) + "\n")
         rows = "\n".join(
             f"| {f.measure} | {f.value:.3g} {f.unit} | "
             + (f"{f.floor:.3g} {f.unit} ({f.value / f.floor:.2f}x)" if f.floor else "—")
-            + f" | {f.target} | {'met' if f.met else ('—' if f.met is None else '**missed**')} | {f.note} |"
-            for f in self.figures
+            + f" | {f.target} | {_verdict(f.met)} | {f.when} | {f.note} |"
+            for f in figures
         )
         header = (
             f"# Scale: {self.name}\n\nMeasured {machine['date']} on `{machine['host']}`: "
@@ -386,5 +401,12 @@ class Report:
             "out of process, Kubernetes provider) on the same machine.\n\n"
             f"Command: `{self.command}`\n\n"
         )
-        table = "| measure | value | floor (same run) | target | | note |\n|---|---|---|---|---|---|\n"
+        table = (
+            "| measure | value | floor (same run) | target | | measured (UTC) | note |\n"
+            "|---|---|---|---|---|---|---|\n"
+        )
         (RESULTS / f"{self.name}.md").write_text(header + table + rows + "\n")
+
+
+def _verdict(met: bool | None) -> str:
+    return "met" if met else ("—" if met is None else "**missed**")

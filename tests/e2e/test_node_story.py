@@ -9,8 +9,8 @@ A real node (containerd + kubelet + scheduler, tests/cluster/node.py) runs every
    Secret, ServiceAccount, Role and RoleBinding are gone;
 4. a pod created before its account is Ready waits for the Secret and starts once it exists;
 5. the operator pod is deleted: its replacement takes the Lease and misses no expiry;
-6. `helm uninstall` leaves no operator pod and keeps the CRDs, as documented; (7, a strict xfail)
-   the chart's ClusterAccountProvider is left Terminating, with the operator's finalizer on it.
+6. `helm uninstall --wait` leaves no operator pod and keeps the CRDs, as documented; 7. it removes the
+   chart's ClusterAccountProvider (the sweep timer's finalizer once kept it Terminating forever).
 The operator's startup time and memory, as the kubelet saw them, land in .local/node-figures.json.
 """
 
@@ -119,7 +119,7 @@ def story(cluster: Any, node: Node) -> Iterator[Story]:
         FIGURES.parent.mkdir(exist_ok=True)
         FIGURES.write_text(json.dumps(told.figures, indent=2) + "\n")
         helm.run("uninstall", release, "-n", ops)  # a no-op after step 6
-        # The chart's provider keeps the operator's finalizer after uninstall (test_7); lift it.
+        # Should the chart's provider outlive the operator with a finalizer (test_7 fails), lift it.
         helm.kubectl(
             "patch",
             "clusteraccountprovider",
@@ -326,8 +326,8 @@ def test_5_a_replacement_operator_pod_takes_over_and_misses_no_expiry(story: Sto
 
 
 def test_6_helm_uninstall_leaves_no_operator_pod_and_keeps_the_crds(story: Story) -> None:
-    # Without --wait: see test_7 for what --wait would wait for forever.
-    proc = story.helm.run("uninstall", story.release, "-n", story.ops, timeout=180)
+    # --wait: it used to wait forever for the chart's provider (test_7).
+    proc = story.helm.run("uninstall", story.release, "-n", story.ops, "--wait", timeout=180)
     assert proc.returncode == 0, proc.stderr
     wait_for(lambda: not story.operator_pods(), 120, "the operator pods to be gone")
     for crd in ("agentaccounts", "accountproviders", "clusteraccountproviders"):
@@ -336,12 +336,6 @@ def test_6_helm_uninstall_leaves_no_operator_pod_and_keeps_the_crds(story: Story
     assert phase(story.helm, story.agents, "short") == "Expired"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the orphan-sweep kopf.timer on providers makes kopf put its finalizer on every provider; "
-    "`helm uninstall` deletes the chart's ClusterAccountProvider after the operator's Deployment, so "
-    "nobody removes it: the provider stays Terminating and `helm uninstall --wait` never returns",
-)
 def test_7_helm_uninstall_removes_the_chart_provider(story: Story) -> None:
     wait_for(
         lambda: gone(story.helm, "", "clusteraccountprovider", story.provider),

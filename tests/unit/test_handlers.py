@@ -29,6 +29,13 @@ def test_the_orphan_sweep_runs_at_the_configured_interval_after_one_period() -> 
     assert {(t.interval, t.initial_delay) for t in timers} == {(42.0, 42.0)}
 
 
+def test_no_provider_gets_a_finalizer_for_its_sweep_timer() -> None:
+    # Before: kopf put its finalizer on every provider for the timer, and a provider deleted after
+    # the operator (helm uninstall) stayed Terminating forever.
+    timers = _timers(handlers.registry(Settings()))
+    assert timers and all(t.requires_finalizer is False for t in timers)
+
+
 def test_each_run_gets_its_own_registry() -> None:
     first, second = handlers.registry(Settings()), handlers.registry(Settings(orphan_sweep_seconds=7))
     assert first is not second
