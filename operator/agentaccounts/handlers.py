@@ -164,7 +164,17 @@ async def observe(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> Non
     scheduler.observe(dict(body), deleted=type == "DELETED")
 
 
+def _ours(memo: Any, body: kopf.Body) -> bool:
+    """Whether this operator serves the account's namespace. Each shard's webhooks see every
+    AgentAccount write in the cluster, but only the shard that issues an account may stamp it (with
+    its own signing key) and judge it; the others let it pass untouched."""
+    namespaces = _app(memo).settings.namespaces
+    return not namespaces or body.get("metadata", {}).get("namespace") in namespaces
+
+
 def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
+    if not _ours(memo, body):
+        return
     old, operation = kwargs.get("old"), str(kwargs.get("operation"))
     try:
         changes = _app(memo).admission.mutate(
@@ -177,6 +187,8 @@ def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any
 
 
 async def check(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
+    if not _ours(memo, body):
+        return
     old, operation = kwargs.get("old"), str(kwargs.get("operation"))
     try:
         await _app(memo).admission.validate(operation, dict(body), dict(old) if old else None, dict(userinfo))

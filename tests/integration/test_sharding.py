@@ -4,7 +4,8 @@ one cluster and one ClusterAccountProvider, and no account is handled twice.
 "Handled" is judged from what the API server keeps: each account's Events (exactly one Issued, one
 Expired), the operator that wrote them (each operator's log names only its own namespace's accounts),
 and the tokens (one ServiceAccount each, never replaced). Each shard registers its own webhook
-configuration (AGENTACCOUNTS_WEBHOOK_CONFIGURATION); both check every AgentAccount write.
+configuration (AGENTACCOUNTS_WEBHOOK_CONFIGURATION) and its own signing key; every webhook sees every
+AgentAccount write, and only the shard of the account's namespace stamps and judges it.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
+from agentaccounts.settings import Settings
 from conftest import RunningCluster
 from integration.support import GROUP, VERSION, OperatorProcess, create_account, phase, wait_for
 
 Start = Callable[..., OperatorProcess]
 SHARD_B_WEBHOOKS = "agentaccounts.dev-shard-b"
+SHARD_B_KEY = "agentaccounts-signing-key-shard-b"
 
 
 @pytest.fixture
@@ -43,6 +46,15 @@ def other_namespace(cluster: RunningCluster) -> Iterator[str]:
     core.delete_namespace(name, propagation_policy="Background")
     for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
         cluster.kubectl("delete", kind, SHARD_B_WEBHOOKS, "--ignore-not-found", check=False)
+    cluster.kubectl(
+        "delete",
+        "secret",
+        SHARD_B_KEY,
+        "-n",
+        Settings().operator_namespace,
+        "--ignore-not-found",
+        check=False,
+    )
     api.close()
 
 
@@ -64,7 +76,14 @@ def test_two_shards_on_disjoint_namespaces_handle_every_account_exactly_once(
     start_operator: Start,
 ) -> None:
     shard_a = start_operator(namespace)
-    shard_b = start_operator(other_namespace, env={"AGENTACCOUNTS_WEBHOOK_CONFIGURATION": SHARD_B_WEBHOOKS})
+    # As two chart releases would be: each its own webhook configuration and its own signing key.
+    shard_b = start_operator(
+        other_namespace,
+        env={
+            "AGENTACCOUNTS_WEBHOOK_CONFIGURATION": SHARD_B_WEBHOOKS,
+            "AGENTACCOUNTS_SIGNING_KEY_SECRET": SHARD_B_KEY,
+        },
+    )
     names = [f"agent-{i}" for i in range(6)]
     for ns in (namespace, other_namespace):
         for name in names:
