@@ -100,5 +100,7 @@ class CredentialSecrets:
         await self.kube.replace("Secret", account.namespace, body)
 
     async def delete(self, account: AgentAccount) -> None:
-        """Only Secrets carrying this account's UID label: a foreign Secret is never touched."""
-        await self.kube.delete_labelled("Secret", account.namespace, ownership.selector(account.uid))
+        """Only Secrets carrying this account's UID label: a foreign Secret is never touched. By name
+        first (one object, whatever else the namespace holds); by label if it was not there."""
+        if not await self.kube.delete_owned("Secret", account.namespace, account.secret_name, account.uid):
+            await self.kube.delete_labelled("Secret", account.namespace, ownership.selector(account.uid))

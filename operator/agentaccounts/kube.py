@@ -22,7 +22,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from agentaccounts.ownership import MANAGED_BY
+from agentaccounts.ownership import MANAGED_BY, owned_by
 
 GROUP, VERSION = "agentaccounts.dev", "v1alpha1"
 PLURALS = {
@@ -230,6 +230,15 @@ class Kube:
         except Conflict:  # precondition failed: a newer object with that name is not ours to delete
             return False
         return result is not None
+
+    async def delete_owned(self, kind: str, namespace: str, name: str, uid: str) -> bool:
+        """Delete `name` if it carries AgentAccount `uid`'s label, that incarnation only (its own uid
+        is the precondition). True if it was ours and is gone; False if absent or not ours."""
+        obj = await self.get(kind, namespace, name)
+        if obj is None or not owned_by(obj, uid):
+            return False
+        await self.delete(kind, namespace, name, uid=obj["metadata"]["uid"])
+        return True
 
     async def delete_labelled(self, kind: str, namespace: str, selector: str) -> None:
         """Delete every `kind` in `namespace` matching `selector`, in one call (deletecollection)."""

@@ -36,7 +36,7 @@ from typing import Any
 
 from agentaccounts.clock import Clock, rfc3339, utcnow
 from agentaccounts.kube import _KINDS, PLURALS, AlreadyExists, Conflict, KubeApiError
-from agentaccounts.ownership import MANAGED_BY
+from agentaccounts.ownership import MANAGED_BY, owned_by
 
 CLUSTER_KINDS = {"ClusterAccountProvider"}
 BUILTIN_KINDS = frozenset(_KINDS)  # exactly what kube.Kube.get/create/... accept
@@ -344,6 +344,13 @@ class FakeKube:
         if uid and current["metadata"].get("uid") != uid:
             return False  # precondition failed (409), which kube.Kube.delete turns into False
         self._remove(self.objects[kind], (namespace, name))
+        return True
+
+    async def delete_owned(self, kind: str, namespace: str, name: str, uid: str) -> bool:
+        obj = await self.get(kind, namespace, name)
+        if obj is None or not owned_by(obj, uid):
+            return False
+        await self.delete(kind, namespace, name, uid=obj["metadata"]["uid"])
         return True
 
     async def delete_labelled(self, kind: str, namespace: str, selector: str) -> None:

@@ -499,6 +499,26 @@ def add_foreign_objects(kube: FakeKube) -> None:
     kube.add_secret(NS, "other-credentials", ownership.labels("other", "uid-other"))
 
 
+async def test_revoke_finds_its_objects_by_name_and_only_what_carries_its_label(rig: Rig) -> None:
+    # By name first (one object a call), by label for what is not there: a labelled ServiceAccount
+    # under another name still goes; an unlabelled object with our name was never ours and stays.
+    body = await issued(rig)
+    sa = rig.kube.stored("ServiceAccount", NS, "agentaccount-bot") or {}
+    rig.kube.objects["ServiceAccount"].pop((NS, "agentaccount-bot"))
+    renamed = copy.deepcopy(sa)
+    renamed["metadata"]["name"] = "made-by-an-older-version"
+    rig.kube.add_object("ServiceAccount", renamed)
+    role = rig.kube.objects["Role"][(NS, "agentaccount-bot")]
+    role["metadata"]["labels"] = {}  # now someone else's Role that happens to have our name
+    rig.clock.advance(30 * 60)
+
+    await rig.reconciler().revoke(body, "expired", rig.emit)
+
+    assert rig.kube.names("ServiceAccount", NS) == []
+    assert rig.kube.names("Role", NS) == ["agentaccount-bot"]  # not ours: untouched
+    assert rig.kube.names("RoleBinding", NS) == []
+
+
 async def test_revoke_on_expiry_deletes_what_carries_the_uid_label_and_records_expired(rig: Rig) -> None:
     body = await issued(rig)
     add_foreign_objects(rig.kube)
@@ -511,8 +531,11 @@ async def test_revoke_on_expiry_deletes_what_carries_the_uid_label_and_records_e
         **{kind: ["agentaccount-other"] for kind in NAMES},
         "Secret": ["other-credentials"],
     }
-    deleted = sorted((c[1], c[3]) for c in rig.kube.calls if c[0] == "delete_labelled")
-    assert deleted == sorted((kind, ownership.selector(UID)) for kind in (*NAMES, "Secret"))
+    # Each by its name, with its own uid as the precondition: never a scan of the namespace.
+    deleted = sorted((c[1], c[3]) for c in rig.kube.calls if c[0] == "delete")
+    assert deleted == sorted([*((kind, "agentaccount-bot") for kind in NAMES), ("Secret", "bot-credentials")])
+    assert all(c[4] for c in rig.kube.calls if c[0] == "delete")
+    assert not [c for c in rig.kube.calls if c[0] == "delete_labelled"]
     status = rig.status()
     assert patch is not None and status["phase"] == patch["phase"] == "Expired"
     assert status["revokedAt"] == rfc3339(NOW + timedelta(minutes=30))
@@ -591,7 +614,7 @@ async def test_an_identity_that_could_not_be_revoked_is_never_called_revoked(rig
 
 async def test_a_provider_refusing_revocation_is_recorded_not_hidden(rig: Rig) -> None:
     body = await issued(rig)
-    rig.kube.fail("delete_labelled", KubeApiError("delete: HTTP 403 forbidden", 403))
+    rig.kube.fail("delete", KubeApiError("delete: HTTP 403 forbidden", 403))
 
     assert await rig.reconciler().revoke(body, "deleted", rig.emit) is None  # the finalizer may go
     revoked = [m for _, reason, m in rig.events if reason == "Revoked"]
@@ -609,7 +632,7 @@ async def test_revoke_removes_the_expiry_metric(rig: Rig) -> None:
 
 async def test_a_failed_kubernetes_delete_is_a_retryable_error_and_records_nothing(rig: Rig) -> None:
     body = await issued(rig)
-    rig.kube.fail("delete_labelled", KubeApiError("delete: HTTP 503 unavailable", 503))
+    rig.kube.fail("delete", KubeApiError("delete: HTTP 503 unavailable", 503))
 
     with pytest.raises(TemporaryError, match="HTTP 503"):
         await rig.reconciler().revoke(body, "expired", rig.emit)

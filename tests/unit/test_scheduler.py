@@ -322,7 +322,7 @@ async def test_an_api_error_while_revoking_is_logged_and_retried(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig.kube.fail(
-        "delete_labelled", KubeApiError("delete: HTTP 500 boom", 500), when=lambda c: c[1] == "Secret"
+        "delete", KubeApiError("delete: HTTP 500 boom", 500), when=lambda c: c[1] == "Secret"
     )
     rig.ready(expires_in=-1)
 
@@ -339,7 +339,7 @@ async def test_a_temporary_provider_error_waits_its_delay_and_retries(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig.kube.fail(
-        "delete_labelled", KubeApiError("delete: HTTP 503 unavailable", 503), when=lambda c: c[1] == "Role"
+        "delete", KubeApiError("delete: HTTP 503 unavailable", 503), when=lambda c: c[1] == "Role"
     )
     with caplog.at_level(logging.WARNING, logger="agentaccounts.scheduler"):
         rig.ready(expires_in=-1)
@@ -353,7 +353,7 @@ async def test_a_temporary_provider_error_waits_its_delay_and_retries(
 
 async def test_a_newer_version_cuts_an_error_backoff_short(rig: Rig) -> None:
     rig.kube.fail(
-        "delete_labelled", KubeApiError("delete: HTTP 500 boom", 500), when=lambda c: c[1] == "Secret"
+        "delete", KubeApiError("delete: HTTP 500 boom", 500), when=lambda c: c[1] == "Secret"
     )
     rig.ready(expires_in=-1)
     assert await rig.settle() == scheduler.ERROR_BACKOFF
