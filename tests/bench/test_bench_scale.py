@@ -345,11 +345,15 @@ CONTROL_PLANE = ("leases", "endpoints", "endpointslices")
 
 
 def _quiet(fleet: Fleet, seconds: float = 5.0) -> bool:
-    """No AgentAccount written for `seconds` (what the operator does right after a start is not idle)."""
-    before = s.apiserver_requests(fleet.api)
+    """No AgentAccount written and under 5% of a core used for `seconds`: what the operator does right
+    after a start (resuming 10,000 accounts takes it a minute of CPU here) is not idle."""
+    before, cpu = s.apiserver_requests(fleet.api), s.cpu_seconds(fleet.operator.proc.pid)
     time.sleep(seconds)  # the observation window itself
     after = s.apiserver_requests(fleet.api) - before
-    return not any(v for (verb, res, _), v in after.items() if res == "agentaccounts" and verb in s.WRITES)
+    busy = (s.cpu_seconds(fleet.operator.proc.pid) - cpu) / seconds > 0.05
+    return not busy and not any(
+        v for (verb, res, _), v in after.items() if res == "agentaccounts" and verb in s.WRITES
+    )
 
 
 def _idle(fleet: Fleet, seconds: float) -> tuple[float, Counter[tuple[str, str, str]]]:

@@ -321,9 +321,7 @@ async def test_thousands_of_forgotten_accounts_leave_nothing_behind(rig: Rig) ->
 async def test_an_api_error_while_revoking_is_logged_and_retried(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig.kube.fail(
-        "delete", KubeApiError("delete: HTTP 500 boom", 500), when=lambda c: c[1] == "Secret"
-    )
+    rig.kube.fail("delete", KubeApiError("delete: HTTP 500 boom", 500), when=lambda c: c[1] == "Secret")
     rig.ready(expires_in=-1)
 
     assert await rig.settle() == scheduler.ERROR_BACKOFF
@@ -338,9 +336,7 @@ async def test_an_api_error_while_revoking_is_logged_and_retried(
 async def test_a_temporary_provider_error_waits_its_delay_and_retries(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rig.kube.fail(
-        "delete", KubeApiError("delete: HTTP 503 unavailable", 503), when=lambda c: c[1] == "Role"
-    )
+    rig.kube.fail("delete", KubeApiError("delete: HTTP 503 unavailable", 503), when=lambda c: c[1] == "Role")
     with caplog.at_level(logging.WARNING, logger="agentaccounts.scheduler"):
         rig.ready(expires_in=-1)
         assert await rig.settle() == 5.0  # ProviderUnavailable's delay
@@ -352,9 +348,7 @@ async def test_a_temporary_provider_error_waits_its_delay_and_retries(
 
 
 async def test_a_newer_version_cuts_an_error_backoff_short(rig: Rig) -> None:
-    rig.kube.fail(
-        "delete", KubeApiError("delete: HTTP 500 boom", 500), when=lambda c: c[1] == "Secret"
-    )
+    rig.kube.fail("delete", KubeApiError("delete: HTTP 500 boom", 500), when=lambda c: c[1] == "Secret")
     rig.ready(expires_in=-1)
     assert await rig.settle() == scheduler.ERROR_BACKOFF
 
