@@ -9,7 +9,6 @@ and a provider that updated an identity in place (`Issued.secret_data` None) kee
 from __future__ import annotations
 
 import base64
-import time
 from datetime import datetime
 from typing import Any
 
@@ -25,28 +24,9 @@ from agentaccounts.providers.base import Issued
 EXPIRES_AT = "agentaccounts.dev/expires-at"
 
 
-# Provider objects are listed for every issue (which Secret names do they read their own credential
-# from?); a burst of 1,000 issues in one namespace reuses one listing for this long. A listing this
-# stale is harmless: a provider never takes its credential from a Secret the operator manages
-# (provider_secrets.read_provider_secret), so this check is the second of two.
-PROVIDER_LIST_TTL = 5.0
-PROVIDER_LIST_CACHE_SIZE = 1024
-
-
 class CredentialSecrets:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
-        self._providers: dict[tuple[str, str], tuple[float, list[dict[str, Any]]]] = {}
-
-    async def _provider_bodies(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        cached = self._providers.get((kind, namespace))
-        if cached is not None and time.monotonic() - cached[0] < PROVIDER_LIST_TTL:
-            return cached[1]
-        bodies = await self.kube.list_custom(kind, namespace)
-        if len(self._providers) >= PROVIDER_LIST_CACHE_SIZE:
-            self._providers.clear()
-        self._providers[(kind, namespace)] = (time.monotonic(), bodies)
-        return bodies
 
     async def check(self, account: AgentAccount) -> dict[str, Any] | None:
         """The account's Secret if it exists and is ours; SecretConflict (untouched) if it is not, or if
@@ -59,7 +39,7 @@ class CredentialSecrets:
                 "managed by this AgentAccount; it was left untouched. Delete it or set spec.secretName"
             )
         for kind, where in (("ClusterAccountProvider", ""), ("AccountProvider", account.namespace)):
-            for body in await self._provider_bodies(kind, where):
+            for body in await self.kube.list_custom(kind, where):
                 if (account.namespace, account.secret_name) in secret_refs(body.get("spec") or {}, where):
                     raise SecretConflict(
                         f"Secret name {account.secret_name!r} is where {kind} {body['metadata']['name']} "

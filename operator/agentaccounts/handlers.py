@@ -152,7 +152,7 @@ async def issue(body: kopf.Body, memo: Any, **_: Any) -> None:
     with _translated():
         written = await _app(memo).reconciler.ensure_issued(dict(body), _emitter(body))
     if written:  # a new or edited expiry is due now, not when the watch brings our own write back
-        _scheduler(memo).observe({**body, "status": {**(body.get("status") or {}), **written}})
+        _scheduler(memo).observe({**body, "status": {**(body.get("status") or {}), **written}}, trusted=True)
 
 
 async def observe(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:  # kopf names it `type`
@@ -164,17 +164,7 @@ async def observe(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> Non
     scheduler.observe(dict(body), deleted=type == "DELETED")
 
 
-def _ours(memo: Any, body: kopf.Body) -> bool:
-    """Whether this operator serves the account's namespace. Each shard's webhooks see every
-    AgentAccount write in the cluster, but only the shard that issues an account may stamp it (with
-    its own signing key) and judge it; the others let it pass untouched."""
-    namespaces = _app(memo).settings.namespaces
-    return not namespaces or body.get("metadata", {}).get("namespace") in namespaces
-
-
 def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any, **kwargs: Any) -> None:
-    if not _ours(memo, body):
-        return
     old, operation = kwargs.get("old"), str(kwargs.get("operation"))
     try:
         changes = _app(memo).admission.mutate(
@@ -187,8 +177,6 @@ def stamp(body: kopf.Body, userinfo: kopf.UserInfo, patch: kopf.Patch, memo: Any
 
 
 async def check(body: kopf.Body, userinfo: kopf.UserInfo, memo: Any, **kwargs: Any) -> None:
-    if not _ours(memo, body):
-        return
     old, operation = kwargs.get("old"), str(kwargs.get("operation"))
     try:
         await _app(memo).admission.validate(operation, dict(body), dict(old) if old else None, dict(userinfo))

@@ -56,6 +56,7 @@ class Due:
     namespace: str
     name: str
     at: datetime
+    action: str = "check"  # "revoke" (at expiresAt), "delete" (the record), "check" (decide on a read)
 
 
 class Scheduler:
@@ -85,8 +86,13 @@ class Scheduler:
         return self._due.get(uid)
 
     # -- fed by the watch -------------------------------------------------------------------------
-    def observe(self, body: dict[str, Any], deleted: bool = False) -> None:
-        """A version of an account (from a watch event or a read): (re)schedule or forget it."""
+    def observe(self, body: dict[str, Any], deleted: bool = False, trusted: bool = False) -> None:
+        """A version of an account: (re)schedule or forget it.
+
+        `trusted` is what the operator itself just wrote (the issue handler's status). Any other
+        version (a watch event) may carry a status written by hand, so for an account already
+        scheduled it may only bring the due time earlier, never later: a hand-written later
+        `expiresAt` or `phase: Expired` must not postpone a revocation (bad-input corpus)."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid", ""))
         if not uid:
@@ -94,7 +100,11 @@ class Scheduler:
         if deleted or meta.get("deletionTimestamp"):
             self.forget(uid)  # the finalizer (the delete handler) revokes
             return
-        due = self._plan(body)
+        due, known = self._plan(body), self._due.get(uid)
+        if known is not None and not trusted:
+            if due is not None and due.at < known.at:
+                self._schedule(uid, due)
+            return
         if due is None:
             self.forget(uid)  # nothing issued yet: the issue handler's status write brings it back
         else:
@@ -112,8 +122,10 @@ class Scheduler:
         self.reconciler.remember(account)
         decision = policies.on_timer(account, self.now())
         if decision.action != "wait":
-            return Due(namespace, name, self.now())
-        return None if decision.at is None else Due(namespace, name, decision.at)
+            return Due(namespace, name, self.now(), decision.action)
+        if decision.at is None:
+            return None
+        return Due(namespace, name, decision.at, "delete" if account.status.phase == "Expired" else "revoke")
 
     def forget(self, uid: str) -> None:
         self._due.pop(uid, None)
@@ -196,13 +208,13 @@ class Scheduler:
             raise
         except TemporaryError as exc:
             log.warning("%s/%s: %s, retrying in %.0fs", due.namespace, due.name, exc.message, exc.delay)
-            after = Due(due.namespace, due.name, self.now() + timedelta(seconds=exc.delay))
+            after = Due(due.namespace, due.name, self.now() + timedelta(seconds=exc.delay), due.action)
         except AgentAccountsError as exc:
             log.error("%s/%s: %s: %s", due.namespace, due.name, exc.reason, exc.message)
-            after = Due(due.namespace, due.name, self.now() + timedelta(seconds=REFUSED_BACKOFF))
+            after = Due(due.namespace, due.name, self.now() + timedelta(seconds=REFUSED_BACKOFF), due.action)
         except Exception:
             log.exception("%s/%s: expiry step failed; retrying", due.namespace, due.name)
-            after = Due(due.namespace, due.name, self.now() + timedelta(seconds=ERROR_BACKOFF))
+            after = Due(due.namespace, due.name, self.now() + timedelta(seconds=ERROR_BACKOFF), due.action)
         finally:
             self._busy.discard(uid)
         if self._stamps.get(uid, 0) != stamp:
@@ -221,9 +233,14 @@ class Scheduler:
         body = await self.reconciler.kube.get_custom("AgentAccount", due.namespace, due.name)
         if body is None or body["metadata"].get("uid") != uid or body["metadata"].get("deletionTimestamp"):
             return None  # gone, replaced (the new object has its own entry) or being deleted
+        current = self._due.get(uid)
+        if current is not None and current != due and current.at > self.now():
+            return current  # rescheduled later while we read (the operator's own extension)
         account = AgentAccount.for_revocation(body)
         decision = policies.on_timer(account, self.now())
-        if decision.action == "revoke":
+        if due.action == "revoke" or decision.action == "revoke":
+            # A revocation the operator scheduled happens whatever the status says now: the read
+            # only says the account still exists (see observe: a hand-written status cannot undo it).
             patch = await self.reconciler.revoke(body, "expired", self.emitter(body))
             body = {**body, "status": {**(body.get("status") or {}), **(patch or {})}}
         elif decision.action == "delete":

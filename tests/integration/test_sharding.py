@@ -4,8 +4,8 @@ one cluster and one ClusterAccountProvider, and no account is handled twice.
 "Handled" is judged from what the API server keeps: each account's Events (exactly one Issued, one
 Expired), the operator that wrote them (each operator's log names only its own namespace's accounts),
 and the tokens (one ServiceAccount each, never replaced). Each shard registers its own webhook
-configuration (AGENTACCOUNTS_WEBHOOK_CONFIGURATION) and its own signing key; every webhook sees every
-AgentAccount write, and only the shard of the account's namespace stamps and judges it.
+configuration (AGENTACCOUNTS_WEBHOOK_CONFIGURATION); every shard's webhooks stamp and check every
+AgentAccount write, so the shards share one signing key (the same Secret).
 """
 
 from __future__ import annotations
@@ -76,14 +76,8 @@ def test_two_shards_on_disjoint_namespaces_handle_every_account_exactly_once(
     start_operator: Start,
 ) -> None:
     shard_a = start_operator(namespace)
-    # As two chart releases would be: each its own webhook configuration and its own signing key.
-    shard_b = start_operator(
-        other_namespace,
-        env={
-            "AGENTACCOUNTS_WEBHOOK_CONFIGURATION": SHARD_B_WEBHOOKS,
-            "AGENTACCOUNTS_SIGNING_KEY_SECRET": SHARD_B_KEY,
-        },
-    )
+    # As two chart releases would be: each its own webhook configuration, one shared signing key.
+    shard_b = start_operator(other_namespace, env={"AGENTACCOUNTS_WEBHOOK_CONFIGURATION": SHARD_B_WEBHOOKS})
     names = [f"agent-{i}" for i in range(6)]
     for ns in (namespace, other_namespace):
         for name in names:
