@@ -247,7 +247,3 @@ class Scheduler:
             await self.reconciler.delete_record(body, self.emitter(body))
             return None
         return self._plan(body)  # the next due time, from what is now true (the watch will agree)
-
-
-def _where(meta: dict[str, Any]) -> tuple[str, str]:
-    return str(meta.get("namespace", "")), str(meta.get("name", ""))

@@ -18,13 +18,11 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
-from agentaccounts.settings import Settings
 from conftest import RunningCluster
 from integration.support import GROUP, VERSION, OperatorProcess, create_account, phase, wait_for
 
 Start = Callable[..., OperatorProcess]
 SHARD_B_WEBHOOKS = "agentaccounts.dev-shard-b"
-SHARD_B_KEY = "agentaccounts-signing-key-shard-b"
 
 
 @pytest.fixture
@@ -46,15 +44,6 @@ def other_namespace(cluster: RunningCluster) -> Iterator[str]:
     core.delete_namespace(name, propagation_policy="Background")
     for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
         cluster.kubectl("delete", kind, SHARD_B_WEBHOOKS, "--ignore-not-found", check=False)
-    cluster.kubectl(
-        "delete",
-        "secret",
-        SHARD_B_KEY,
-        "-n",
-        Settings().operator_namespace,
-        "--ignore-not-found",
-        check=False,
-    )
     api.close()
 
 
